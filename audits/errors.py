@@ -1,0 +1,29 @@
+"""The one exception family of embwarden.
+
+Messages name the field or row, what was found and what was expected, and never quote
+sampled text or vectors.
+"""
+
+
+class EmbwardenError(Exception):
+    """Base of every error embwarden raises on purpose."""
+
+
+class ConfigError(EmbwardenError):
+    """The configuration file is missing, malformed or refers to something unknown."""
+
+
+class SourceError(EmbwardenError):
+    """A source (table, file, database) cannot be read as configured."""
+
+
+class EncoderError(EmbwardenError):
+    """An encoder cannot be loaded or called."""
+
+
+class InvalidSample(EmbwardenError):
+    """The sample is empty or holds vectors that cannot have come from the pipeline."""
+
+
+class ProbeError(EmbwardenError):
+    """A probe cannot run on what it was given."""

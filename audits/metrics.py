@@ -1,0 +1,36 @@
+"""Point estimates with 95% confidence intervals, the form every score takes."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def mean_with_ci(values: np.ndarray, seed: int, confidence: float = 0.95,
+                 n_resamples: int = 2000) -> tuple[float, float, float]:
+    """Mean of per-item values and its bootstrap (BCa) interval.
+
+    Falls back to the percentile method where BCa is undefined (e.g. all values equal).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("cannot estimate a mean from zero values")
+    mean = float(values.mean())
+    if values.size == 1 or np.all(values == values[0]):
+        return mean, mean, mean
+    for method in ("BCa", "percentile"):
+        res = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                              method=method, vectorized=True, random_state=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if np.isfinite(low) and np.isfinite(high):
+            return mean, min(low, mean), max(high, mean)
+    return mean, mean, mean
+
+
+def set_prf(predicted: set[str], actual: set[str]) -> tuple[float, float, float]:
+    """Precision, recall and F1 of one predicted word set against the true one."""
+    hits = len(predicted & actual)
+    precision = hits / len(predicted) if predicted else 0.0
+    recall = hits / len(actual) if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1

@@ -1,0 +1,63 @@
+"""A deployment version's pipeline (encoder + transform) and the cache of its clean embeddings.
+
+The attacker embeds the auxiliary corpus through the same pipeline as production. Encoding is
+the expensive step, so clean encoder output is cached per (encoder fingerprint, corpus hash)
+and the transform, which is cheap and random, is applied afresh each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audits.corpus import corpus_hash
+from audits.encoders import Encoder
+from audits.transforms import Transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    encoder: Encoder
+    transform: Transform
+
+    def embed(self, texts: list[str], rng: np.random.Generator, cache: EmbeddingCache | None = None) -> np.ndarray:
+        clean = cache.encode(self.encoder, texts) if cache else self.encoder.encode(texts)
+        return self.transform.apply(clean, rng)
+
+
+class EmbeddingCache:
+    """Clean encoder output of public or synthetic corpora, on disk as .npy files.
+
+    Never used for production text: only the auxiliary corpus and canaries go through it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, encoder: Encoder, texts: list[str]) -> Path:
+        return self.root / encoder.fingerprint / f"{corpus_hash(texts)}-{len(texts)}.npy"
+
+    def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
+        path = self.path(encoder, texts)
+        if path.is_file():
+            vectors = np.load(path)
+            if vectors.shape == (len(texts), encoder.dimension):
+                log.info("embedding cache hit: %d texts (%s)", len(texts), path.name)
+                return vectors
+        started = time.perf_counter()
+        vectors = encoder.encode(texts)
+        log.info("encoded %d texts in %.1f s", len(texts), time.perf_counter() - started)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a crash never leaves a truncated cache entry behind.
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+            np.save(tmp, vectors)
+        os.replace(tmp.name, path)
+        return vectors

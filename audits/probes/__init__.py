@@ -1,0 +1,22 @@
+"""Probes: one attack each, sklearn-like (`fit` on the auxiliary corpus, `score` on a sample)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audits.errors import ConfigError
+from audits.probes.bow_inversion import BowInversion
+
+PROBES: dict[str, type] = {BowInversion.name: BowInversion}
+
+
+def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
+    """Build the probe called `name` with its configured parameters."""
+    try:
+        cls = PROBES[name]
+    except KeyError:
+        raise ConfigError(f"unknown probe {name!r}; expected one of {sorted(PROBES)}") from None
+    try:
+        return cls(seed=seed, **(params or {}))
+    except TypeError as exc:
+        raise ConfigError(f"probe {name}: bad parameters {sorted(params or {})}: {exc}") from exc

@@ -1,0 +1,186 @@
+"""Bag-of-words inversion (Song & Raghunathan, CCS 2020).
+
+An MLP learns, from the auxiliary corpus embedded through the deployment's own pipeline, to
+predict which words a text contains from its vector alone. Scored on the sample, it reports how
+many of the text's content words an attacker who holds only the vectors recovers.
+Stop words are excluded on both sides: recovering "the" is no leak.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from audits.errors import ProbeError
+from audits.metrics import mean_with_ci, set_prf
+from audits.results import Sample, Score
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def content_words(text: str, stop_words: frozenset[str]) -> set[str]:
+    """The set of lower-cased content words of a text: what the attack tries to recover."""
+    return {w for w in _WORD.findall(text.lower()) if w not in stop_words and len(w) > 1}
+
+
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero while training: weights decaying towards zero otherwise
+    become denormals, which the CPU handles in microcode (measured: a 3,000-text fit 63 s -> 28 s)."""
+    import torch
+
+    supported = torch.set_flush_denormal(True)  # returns whether the CPU supports it, not the old state
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
+class BowInversion:
+    """Multi-label MLP from vector to the words of the text.
+
+    `groups` in `fit` marks rows that embed the same text (several transform draws of one
+    text); the validation split keeps groups whole so the tuned threshold is honest.
+    """
+
+    name = "bow_inversion"
+
+    def __init__(self, seed: int = 0, vocab_size: int = 4000, min_count: int = 2, hidden: int = 1024,
+                 epochs: int = 30, learning_rate: float = 1e-3, batch_size: int = 128,
+                 weight_decay: float = 1e-5, validation_fraction: float = 0.15,
+                 bootstrap_resamples: int = 2000) -> None:
+        self.seed = seed
+        self.vocab_size = vocab_size
+        self.min_count = min_count
+        self.hidden = hidden
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.bootstrap_resamples = bootstrap_resamples
+
+    # -- fit -------------------------------------------------------------------------------
+    def fit(self, texts: list[str], vectors: np.ndarray, groups: np.ndarray | None = None) -> BowInversion:
+        import torch
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(texts) != len(vectors):
+            raise ProbeError(f"bow_inversion.fit: {len(texts)} texts but {len(vectors)} vectors")
+        if len(texts) < 20:
+            raise ProbeError(f"bow_inversion.fit: auxiliary corpus has {len(texts)} texts, expected >= 20")
+        groups = np.arange(len(texts)) if groups is None else np.asarray(groups)
+        stop = _stop_words()
+        words = [content_words(t, stop) for t in texts]
+
+        counts = Counter(w for ws in words for w in ws)
+        vocab = [w for w, c in counts.most_common(self.vocab_size) if c >= self.min_count]
+        if not vocab:
+            raise ProbeError("bow_inversion.fit: no word occurs twice in the auxiliary corpus")
+        index = {w: i for i, w in enumerate(vocab)}
+        targets = np.zeros((len(texts), len(vocab)), dtype=np.float32)
+        for row, ws in enumerate(words):
+            for w in ws:
+                if w in index:
+                    targets[row, index[w]] = 1.0
+
+        rng = np.random.default_rng(self.seed)
+        unique_groups = rng.permutation(np.unique(groups))
+        n_val = max(1, int(len(unique_groups) * self.validation_fraction))
+        is_val = np.isin(groups, unique_groups[:n_val])
+
+        torch.manual_seed(self.seed)
+        dim = vectors.shape[1]
+        model = torch.nn.Sequential(
+            torch.nn.Linear(dim, self.hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+            torch.nn.Linear(self.hidden, len(vocab)),
+        )
+        with flush_denormals():
+            self._train(model, vectors[~is_val], targets[~is_val])
+
+        self.vocabulary_ = vocab
+        self.model_ = model
+        val_probs = self._probabilities(vectors[is_val])
+        val_words = [words[i] for i in np.flatnonzero(is_val)]
+        self.threshold_ = self._tune_threshold(val_probs, val_words)
+        log.info("bow_inversion fitted: %d texts, vocabulary %d, threshold %.2f",
+                 len(texts), len(vocab), self.threshold_)
+        return self
+
+    def _train(self, model, x: np.ndarray, y: np.ndarray) -> None:
+        import torch
+
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        # Positive words are rare per text; weighting them keeps the MLP from predicting nothing.
+        pos = yt.mean(0).clamp(min=1e-4)
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=((1 - pos) / pos).sqrt())
+        opt = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
+        model.train()
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(xt), generator=gen)
+            for start in range(0, len(xt), self.batch_size):
+                idx = perm[start : start + self.batch_size]
+                opt.zero_grad()
+                loss_fn(model(xt[idx]), yt[idx]).backward()
+                opt.step()
+        model.eval()
+
+    def _probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), flush_denormals():
+            return torch.sigmoid(self.model_(torch.from_numpy(np.asarray(vectors, np.float32)))).numpy()
+
+    def _predict_sets(self, probs: np.ndarray, threshold: float) -> list[set[str]]:
+        vocab = self.vocabulary_
+        return [{vocab[j] for j in np.flatnonzero(row >= threshold)} for row in probs]
+
+    def _tune_threshold(self, probs: np.ndarray, actual: list[set[str]]) -> float:
+        best, best_f1 = 0.5, -1.0
+        for threshold in np.arange(0.05, 0.96, 0.05):
+            predicted = self._predict_sets(probs, threshold)
+            f1 = np.mean([set_prf(p, a)[2] for p, a in zip(predicted, actual, strict=True) if a])
+            if f1 > best_f1:
+                best, best_f1 = float(threshold), f1
+        return best
+
+    # -- score -----------------------------------------------------------------------------
+    def score(self, sample: Sample) -> list[Score]:
+        if not hasattr(self, "model_"):
+            raise ProbeError("bow_inversion.score called before fit")
+        if sample.texts is None:
+            raise ProbeError(
+                "bow_inversion needs the sample's texts to check what was recovered; "
+                "set source.columns.text for this deployment"
+            )
+        stop = _stop_words()
+        predicted = self._predict_sets(self._probabilities(sample.vectors), self.threshold_)
+        rows = []
+        for pred, text in zip(predicted, sample.texts, strict=True):
+            actual = content_words(text, stop)
+            if actual:
+                rows.append(set_prf(pred, actual))
+        if not rows:
+            raise ProbeError("bow_inversion: no text in the sample has a content word to recover")
+        per_text = np.asarray(rows)
+        scores = []
+        for col, metric in enumerate(("token_precision", "token_recall", "token_f1")):
+            value, low, high = mean_with_ci(per_text[:, col], seed=self.seed + col,
+                                            n_resamples=self.bootstrap_resamples)
+            scores.append(Score(self.name, metric, value, low, high, len(rows)))
+        return scores

@@ -1,0 +1,168 @@
+"""Sources: where a deployment's production embeddings are read from.
+
+A source draws a reproducible sample for one version: it lists the ids of that version, picks
+`size` of them with a seeded generator, then reads only those rows, in chunks, so memory stays
+bounded by the sample, not the table. Vectors may be stored as float arrays (PostgreSQL
+`real[]`/`float8[]`, Parquet lists), float32 bytes, or JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audits.errors import InvalidSample, SourceError
+from audits.results import Sample
+
+FETCH_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Columns:
+    id: str = "id"
+    vector: str = "embedding"
+    version: str = "version"
+    text: str | None = None
+    created_at: str | None = None
+
+
+def decode_vector(value, row_id) -> np.ndarray:
+    """One stored vector as float32, whatever its storage form."""
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) % 4:
+            raise InvalidSample(f"row id={row_id}: vector has {len(value)} bytes, expected a multiple of 4 (float32)")
+        return np.frombuffer(value, dtype="<f4").copy()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InvalidSample(f"row id={row_id}: vector is text but not a JSON array") from None
+    if value is None:
+        raise InvalidSample(f"row id={row_id}: vector is NULL")
+    try:
+        return np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise InvalidSample(f"row id={row_id}: vector is not a list of numbers") from None
+
+
+def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_text: bool) -> Sample:
+    """Build a Sample from (id, vector, text) rows, checking every vector on the way."""
+    ids, vectors, texts = [], [], []
+    for row_id, raw, text in rows:
+        vector = decode_vector(raw, row_id)
+        if vector.shape[0] != dimension:
+            raise InvalidSample(
+                f"row id={row_id}: vector has {vector.shape[0]} dimensions, expected {dimension} "
+                f"(the encoder of version {version})"
+            )
+        bad = int((~np.isfinite(vector)).sum())
+        if bad:
+            raise InvalidSample(f"row id={row_id}: vector has {bad} non-finite values (NaN or inf), expected none")
+        ids.append(str(row_id))
+        vectors.append(vector)
+        texts.append("" if text is None else str(text))
+    if not ids:
+        raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
+    return Sample(ids=tuple(ids), vectors=np.vstack(vectors), texts=tuple(texts) if with_text else None,
+                  version=version)
+
+
+def choose_ids(ids: Sequence, size: int, seed: int, where: str) -> list:
+    if not ids:
+        raise InvalidSample(f"{where} has no rows, expected at least 1")
+    ordered = sorted(ids, key=str)
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(ordered), size=min(size, len(ordered)), replace=False)
+    return [ordered[i] for i in sorted(picked)]
+
+
+class SqlTableSource:
+    """A table reachable with a SQLAlchemy URL (PostgreSQL in production, SQLite for the demo)."""
+
+    def __init__(self, url: str, table: str, columns: Columns, schema: str | None = None) -> None:
+        self.url = url
+        self.table = table
+        self.schema = schema
+        self.columns = columns
+
+    def _where(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        safe = make_url(self.url).render_as_string(hide_password=True)
+        return f"table {self.table!r} in {safe}"
+
+    def _table(self, engine):
+        import sqlalchemy as sa
+
+        try:
+            table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=engine)
+        except sa.exc.NoSuchTableError:
+            raise SourceError(f"source.table: {self._where()} does not exist") from None
+        except sa.exc.OperationalError as exc:
+            raise SourceError(f"source: cannot reach {self._where()}: {exc.orig}") from None
+        wanted = {"id": self.columns.id, "vector": self.columns.vector, "version": self.columns.version,
+                  "text": self.columns.text, "created_at": self.columns.created_at}
+        for field, name in wanted.items():
+            if name is not None and name not in table.c:
+                raise SourceError(
+                    f"source.columns.{field}: column {name!r} not found in {self._where()}; "
+                    f"it has {sorted(table.c.keys())}"
+                )
+        return table
+
+    def draw(self, version: str, size: int, seed: int, dimension: int) -> Sample:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
+        try:
+            table = self._table(engine)
+            c = self.columns
+            with engine.connect() as conn:
+                ids = conn.execute(sa.select(table.c[c.id]).where(table.c[c.version] == version)).scalars().all()
+                chosen = choose_ids(ids, size, seed, f"version {version} in {self._where()}")
+                text_col = table.c[c.text] if c.text else sa.null()
+                rows: dict = {}
+                for start in range(0, len(chosen), FETCH_CHUNK):
+                    chunk = chosen[start : start + FETCH_CHUNK]
+                    query = sa.select(table.c[c.id], table.c[c.vector], text_col).where(table.c[c.id].in_(chunk))
+                    rows.update({r[0]: r for r in conn.execute(query)})
+        except sa.exc.OperationalError as exc:
+            raise SourceError(f"source: cannot read {self._where()}: {exc.orig}") from None
+        finally:
+            engine.dispose()
+        return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None)
+
+
+class ParquetSource:
+    """A Parquet file or directory of files."""
+
+    def __init__(self, path: Path, columns: Columns) -> None:
+        self.path = Path(path)
+        self.columns = columns
+
+    def draw(self, version: str, size: int, seed: int, dimension: int) -> Sample:
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        if not self.path.exists():
+            raise SourceError(f"source.path: {self.path} does not exist")
+        c = self.columns
+        dataset = ds.dataset(self.path, format="parquet")
+        for field, name in (("id", c.id), ("vector", c.vector), ("version", c.version), ("text", c.text)):
+            if name is not None and name not in dataset.schema.names:
+                raise SourceError(f"source.columns.{field}: column {name!r} not in {self.path}; "
+                                  f"it has {dataset.schema.names}")
+        ids = dataset.to_table(columns=[c.id], filter=pc.field(c.version) == version).column(c.id).to_pylist()
+        chosen = choose_ids(ids, size, seed, f"version {version} in {self.path}")
+        columns = [c.id, c.vector] + ([c.text] if c.text else [])
+        table = dataset.to_table(columns=columns, filter=pc.field(c.id).isin(chosen))
+        data = table.to_pydict()
+        texts = data.get(c.text) or [None] * table.num_rows
+        rows = {i: (i, v, t) for i, v, t in zip(data[c.id], data[c.vector], texts, strict=True)}
+        return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None)

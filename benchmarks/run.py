@@ -1,0 +1,81 @@
+"""`make bench`: measure the figures the issues ask for and write .bench/results.json.
+
+A flat JSON object, figure name -> number. Run on an otherwise idle machine; each figure is
+taken once (the demo) or as the best of a few repeats (the micro figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / ".bench" / "results.json"
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def encoder_and_probe_figures() -> dict[str, float]:
+    from audits.corpus import generate_messages
+    from audits.encoders import LocalEncoder, bundled_model_dir
+    from audits.probes.bow_inversion import BowInversion
+
+    encoder = LocalEncoder(bundled_model_dir())
+    texts = [m.text for m in generate_messages(1000, seed=99)]
+    encoder.encode(texts[:64])  # load and warm up
+    encode_seconds = best_of(2, lambda: encoder.encode(texts))
+    aux = [m.text for m in generate_messages(3000, seed=1)]
+    vectors = encoder.encode(aux)
+    fit_seconds = best_of(1, lambda: BowInversion(seed=0).fit(aux, vectors))
+    return {"encode_texts_per_second": round(len(texts) / encode_seconds, 1),
+            "bow_inversion_fit_3000_seconds": round(fit_seconds, 2)}
+
+
+def demo_figures() -> dict[str, float]:
+    """The demo as a newcomer runs it first: no cached embeddings of the auxiliary corpus."""
+    import shutil
+
+    shutil.rmtree(ROOT / ".embwarden" / "cache", ignore_errors=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "monitors.demo"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{ROOT / '.embwarden/demo/ledger.db'}")
+    with engine.connect() as conn:
+        f1 = dict(conn.execute(sa.text(
+            "SELECT v.name, s.value FROM scores s JOIN audit_runs r ON r.id = s.audit_run_id "
+            "JOIN versions v ON v.id = r.version_id WHERE s.metric = 'token_f1'")).all())
+    engine.dispose()
+    return {"demo_seconds": round(seconds, 1), "demo_v1_token_f1": round(f1["v1"], 3),
+            "demo_v2_token_f1": round(f1["v2"], 3)}
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    np.random.seed(0)
+    results = {}
+    results.update(demo_figures())
+    results.update(encoder_and_probe_figures())
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(results, indent=2, sort_keys=True))
+    print(f"written to {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

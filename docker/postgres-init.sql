@@ -1,0 +1,2 @@
+-- A database of its own for the embwarden ledger, beside Airflow's metadata database.
+CREATE DATABASE embwarden OWNER airflow;

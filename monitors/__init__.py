@@ -1,0 +1,1 @@
+"""What we watch and do: configuration, the ledger, thresholds and verdicts, actions, reports."""

@@ -1,0 +1,89 @@
+"""Per-run artifacts: the sample (deleted when the run ends), probe scores and the report.
+
+A run's folder is derived from (deployment, dag_id, run_id) alone, so a cleanup task can find
+it even when the task that wrote it failed before returning anything. Sample files hold
+production vectors and text: they are written owner-only and removed by the run's cleanup;
+everything else is pruned after the configured retention.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audits.results import Sample, Score
+
+log = logging.getLogger(__name__)
+
+SAMPLE_FILE = "sample.npz"
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:200]
+
+
+def run_dir(root: Path, deployment: str, dag_id: str, run_id: str) -> Path:
+    return Path(root) / _slug(deployment) / _slug(dag_id) / _slug(run_id)
+
+
+def write_sample(folder: Path, sample: Sample) -> Path:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / SAMPLE_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, ids=np.array(sample.ids, dtype=str), vectors=sample.vectors,
+                 texts=np.array(sample.texts if sample.texts is not None else [], dtype=str),
+                 has_text=np.array(sample.texts is not None), version=np.array(sample.version))
+    return path
+
+
+def read_sample(folder: Path) -> Sample:
+    with np.load(Path(folder) / SAMPLE_FILE, allow_pickle=False) as data:
+        texts = tuple(str(t) for t in data["texts"]) if bool(data["has_text"]) else None
+        return Sample(ids=tuple(str(i) for i in data["ids"]), vectors=data["vectors"], texts=texts,
+                      version=str(data["version"]))
+
+
+def write_scores(folder: Path, probe: str, scores: list[Score]) -> Path:
+    path = Path(folder) / f"scores-{probe}.json"
+    path.write_text(json.dumps([s.to_dict() for s in scores], indent=1))
+    return path
+
+
+def read_scores(folder: Path) -> dict[str, list[Score]]:
+    return {p.stem.removeprefix("scores-"): [Score.from_dict(d) for d in json.loads(p.read_text())]
+            for p in sorted(Path(folder).glob("scores-*.json"))}
+
+
+def delete_sample(folder: Path) -> bool:
+    path = Path(folder) / SAMPLE_FILE
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def prune(root: Path, retention_days: int, now: float | None = None) -> int:
+    """Delete run folders whose newest file is older than the retention; returns how many."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    cutoff = (now or time.time()) - retention_days * 86400
+    removed = 0
+    for folder in root.glob("*/*/*"):
+        if not folder.is_dir():
+            continue
+        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+        if newest < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("pruned %d run folders older than %d days under %s", removed, retention_days, root)
+    return removed

@@ -1,0 +1,66 @@
+"""Builders for small but real test setups: production tables and configuration files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+import yaml
+
+from audits.corpus import generate_messages
+
+
+def production_table(url: str, rows: list[dict], table: str = "prod_vectors", vector_type=None) -> None:
+    """Create a production table: id, embedding (float array on PostgreSQL, bytes elsewhere), body, version."""
+    engine = sa.create_engine(url)
+    if vector_type is None:
+        vector_type = sa.ARRAY(sa.REAL) if engine.dialect.name == "postgresql" else sa.LargeBinary
+    meta = sa.MetaData()
+    t = sa.Table(table, meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("embedding", vector_type),
+                 sa.Column("body", sa.Text), sa.Column("version", sa.String(16)),
+                 sa.Column("created_at", sa.DateTime(timezone=True)))
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(t.insert(), rows)
+    engine.dispose()
+
+
+def rows_for(version: str, texts: list[str], vectors: np.ndarray, start_id: int, as_bytes: bool) -> list[dict]:
+    now = datetime.now(UTC)
+    return [{"id": start_id + i, "body": text, "version": version, "created_at": now,
+             "embedding": vec.astype("<f4").tobytes() if as_bytes else [float(x) for x in vec]}
+            for i, (text, vec) in enumerate(zip(texts, vectors, strict=True))]
+
+
+def messages(n: int, seed: int) -> list[str]:
+    return [m.text for m in generate_messages(n, seed)]
+
+
+def write_config(path: Path, source_url: str, table: str = "prod_vectors", sigma_v1: float = 0.2,
+                 aux_size: int = 600, epochs: int = 30, sample_size: int = 120, thresholds: dict | None = None,
+                 artifacts: Path | None = None, cache: Path | None = None) -> Path:
+    config = {
+        "artifacts": {"root": str(artifacts or path.parent / "artifacts"), "retention_days": 30},
+        "cache_dir": str(cache or path.parent / "cache"),
+        "deployments": {
+            "support-search": {
+                "source": {"kind": "sql", "url": source_url, "table": table,
+                           "columns": {"id": "id", "vector": "embedding", "version": "version", "text": "body",
+                                       "created_at": "created_at"}},
+                "versions": {
+                    "v1": {"transform": {"kind": "gaussian_noise", "sigma": sigma_v1}},
+                    "v2": {"transform": {"kind": "none"}},
+                },
+                "active_version": "v1",
+                "sample_size": sample_size,
+                "auxiliary_corpus": {"kind": "synthetic", "size": aux_size, "seed": 1},
+                "probes": {"bow_inversion": {"epochs": epochs, "bootstrap_resamples": 500}},
+                "thresholds": thresholds if thresholds is not None else
+                {"bow_inversion.token_f1": {"warn": 0.3, "gate": 0.35, "rollback": 0.4}},
+            }
+        },
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -1,0 +1,106 @@
+"""privacy_audit end to end: real Airflow (`airflow dags test`), PostgreSQL for both Airflow's
+metadata and the ledger, the ledger reached through the Airflow connection `embwarden_db`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from audits.pipeline import EmbeddingCache
+from audits.transforms import GaussianNoise
+from tests.conftest import REPO
+from tests.helpers import messages, production_table, rows_for, write_config
+
+pytestmark = pytest.mark.integration
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@pytest.fixture
+def airflow_env(pg_url, pg_admin_url, tmp_path, encoder):
+    """An Airflow home on a PostgreSQL metadata database, and a ledger + production table in another."""
+    name = pg_url.rsplit("/", 1)[1] + "_af"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    metadata_url = pg_admin_url.set(database=name).render_as_string(hide_password=False)
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    texts_v1, texts_v2 = messages(150, seed=11), messages(150, seed=12)
+    v1 = GaussianNoise(0.2).apply(cache.encode(encoder, texts_v1), np.random.default_rng(0))
+    rows = (rows_for("v1", texts_v1, v1, 1, as_bytes=False)
+            + rows_for("v2", texts_v2, cache.encode(encoder, texts_v2), 1001, as_bytes=False))
+    production_table(pg_url, rows)
+    config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache")
+    ledger = sa.engine.make_url(pg_url)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW_CONN_EMBWARDEN_DB": json.dumps({"conn_type": "postgres", "host": ledger.host, "port": ledger.port,
+                                                 "login": ledger.username, "schema": ledger.database}),
+        "EMBWARDEN_CONFIG": str(config),
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("EMBWARDEN_DB_URL", None)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    yield env, rows, metadata_url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def dags_test(env) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, "dags", "test", "privacy_audit", "-c", '{"deployment": "support-search"}'],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, pg_url):
+    env, rows, metadata_url = airflow_env
+    from monitors.cli import main as cli
+
+    first = dags_test(env)
+    assert first.returncode == 0, first.stdout[-3000:]
+    os.environ["EMBWARDEN_DB_URL"] = pg_url   # the CLI, like an operator, deploys v2
+    try:
+        assert cli(["activate", "support-search", "v2", "--reason", "deploy v2"]) == 0
+    finally:
+        del os.environ["EMBWARDEN_DB_URL"]
+    second = dags_test(env)
+    assert second.returncode == 0, second.stdout[-3000:]
+
+    ledger = sa.create_engine(pg_url)
+    with ledger.connect() as conn:
+        audit_runs = conn.execute(sa.text(
+            "SELECT r.id, v.name, r.status, r.verdict, r.report_path FROM audit_runs r "
+            "JOIN versions v ON v.id = r.version_id ORDER BY r.id")).all()
+        assert [(r[1], r[2], r[3]) for r in audit_runs] == [("v1", "succeeded", "pass"),
+                                                           ("v2", "succeeded", "rollback")]
+        assert conn.execute(sa.text("SELECT count(*) FROM scores")).scalar() == 6
+        assert conn.execute(sa.text(
+            "SELECT v.name FROM deployments d JOIN versions v ON v.id = d.active_version_id")).scalar() == "v1"
+        assert conn.execute(sa.text("SELECT state FROM gate_events ORDER BY id DESC LIMIT 1")).scalar() == "closed"
+        kinds = conn.execute(sa.text("SELECT kind, status FROM actions WHERE audit_run_id = :r ORDER BY id"),
+                             {"r": audit_runs[1][0]}).all()
+        assert [tuple(k) for k in kinds] == [("alert", "done"), ("close_gate", "done"), ("rollback", "done")]
+    ledger.dispose()
+
+    # The auditor must not become the leak: nothing sampled in XCom, logs or the report.
+    meta = sa.create_engine(metadata_url)
+    with meta.connect() as conn:
+        xcoms = [json.dumps(v, default=str) for v in conn.execute(sa.text("SELECT value FROM xcom")).scalars()]
+    meta.dispose()
+    assert xcoms, "the run should have pushed references through XCom"
+    logs = "".join(p.read_text(errors="replace") for p in Path(env["AIRFLOW_HOME"]).rglob("*.log"))
+    report = Path(audit_runs[1][4]).read_text()
+    haystack = "\n".join(xcoms) + first.stdout + second.stdout + logs + report
+    for row in rows:
+        assert row["body"] not in haystack
+    assert f"{rows[0]['embedding'][0]:.6f}" not in "\n".join(xcoms)
+    assert not list(Path(audit_runs[1][4]).parent.glob("sample.npz"))

@@ -1,0 +1,64 @@
+"""A bad configuration fails with the path of the field and what was expected."""
+
+import pytest
+import yaml
+
+from audits.errors import ConfigError
+from monitors.config import load_config
+from tests.conftest import REPO
+
+
+def test_the_example_configuration_loads():
+    config = load_config(REPO / "embwarden.yaml")
+    dep = config.deployment("support-search")
+    assert dep.active_version == "v1"
+    assert dep.versions["v1"].transform.kind == "gaussian_noise"
+    assert dep.thresholds["bow_inversion.token_f1"].rollback == 0.55
+    assert config.resolve_url(dep.source.url) == f"sqlite:///{REPO / '.embwarden/demo/production.db'}"
+
+
+def write(tmp_path, mutate):
+    data = yaml.safe_load((REPO / "embwarden.yaml").read_text())
+    mutate(data["deployments"]["support-search"])
+    path = tmp_path / "embwarden.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d["versions"]["v1"]["transform"].update(sigma="lots"),
+     r"deployments.support-search.versions.v1.transform.sigma: Input should be a valid number.*'lots'"),
+    (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(gate=0.9),
+     r"thresholds.bow_inversion.token_f1: levels out of order: expected gate <= rollback, got 0.9 and 0.55"),
+    (lambda d: d.update(active_version="v7"), r"active_version 'v7' is not one of versions \['v1', 'v2'\]"),
+    (lambda d: d["probes"].update(telepathy={}), r"unknown probe 'telepathy'"),
+    (lambda d: d["thresholds"].update({"tokenf1": {"warn": 0.1}}), r"'tokenf1' is not of the form probe.metric"),
+    (lambda d: d["source"].pop("table"), r"deployments.support-search.source.table: Field required"),
+    (lambda d: d["source"].update(kind="mongo"), r"deployments.support-search.source: .*'sql', 'parquet'"),
+    (lambda d: d["source"].update(connection="prod_db"), r"exactly one of 'url'.* or 'connection'"),
+    (lambda d: d.update(sample_size=0), r"sample_size: Input should be greater than or equal to 1"),
+    (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(warn=None, gate=None, rollback=None),
+     r"set at least one of warn, gate, rollback"),
+    (lambda d: d.update(colour="red"), r"deployments.support-search.colour: Extra inputs are not permitted"),
+])
+def test_bad_fields_are_named(tmp_path, mutate, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, mutate))
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("deployments: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listing)
+
+
+def test_unknown_deployment_is_named():
+    with pytest.raises(ConfigError, match=r"unknown deployment 'billing'; the configuration has \['support-search'\]"):
+        load_config(REPO / "embwarden.yaml").deployment("billing")

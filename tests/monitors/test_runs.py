@@ -1,0 +1,139 @@
+"""The privacy_audit task bodies, called in order against a PostgreSQL ledger and source."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from airflow.sdk.exceptions import AirflowFailException
+
+from audits.errors import SourceError
+from audits.pipeline import EmbeddingCache
+from audits.transforms import GaussianNoise
+from monitors import runs
+from monitors.config import load_config
+from monitors.database import session_scope
+from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Score
+from monitors.registry import activate, gate_state, sync
+from tests.helpers import messages, production_table, rows_for, write_config
+
+DAG = "privacy_audit"
+
+
+@pytest.fixture(scope="module")
+def production_rows(encoder, tmp_path_factory):
+    """150 messages embedded by v1 (noise 0.2) and 150 others by v2 (no noise), as PostgreSQL rows."""
+    cache = EmbeddingCache(tmp_path_factory.mktemp("prod-cache"))
+    texts_v1, texts_v2 = messages(150, seed=11), messages(150, seed=12)
+    v1 = GaussianNoise(0.2).apply(cache.encode(encoder, texts_v1), np.random.default_rng(0))
+    v2 = cache.encode(encoder, texts_v2)
+    return rows_for("v1", texts_v1, v1, 1, as_bytes=False) + rows_for("v2", texts_v2, v2, 1001, as_bytes=False)
+
+
+@pytest.fixture(scope="module")
+def aux_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("aux-cache")
+
+
+@pytest.fixture
+def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch):
+    production_table(ledger, production_rows)
+    config = write_config(tmp_path / "embwarden.yaml", source_url=ledger, cache=aux_cache)
+    monkeypatch.setenv("EMBWARDEN_CONFIG", str(config))
+    return tmp_path
+
+
+def audit(run_id: str) -> dict:
+    ref = runs.sample("support-search", DAG, run_id)
+    for step in (runs.probe, runs.record, runs.evaluate, runs.act):
+        ref = step(ref)
+    runs.write_report(ref)
+    runs.cleanup("support-search", DAG, run_id)
+    return ref
+
+
+def test_leaky_version_is_gated_and_rolled_back(setup, production_rows):
+    first = audit("run-1")
+    with session_scope() as session:
+        run = session.get(AuditRun, first["audit_run_id"])
+        assert (run.version.name, run.status, run.verdict, run.sample_size) == ("v1", "succeeded", "pass", 120)
+        assert {s.metric for s in run.scores} == {"token_precision", "token_recall", "token_f1"}
+        activate(session, "support-search", "v2", actor="test", reason="deploy v2")
+
+    second = audit("run-2")
+    with session_scope() as session:
+        run = session.get(AuditRun, second["audit_run_id"])
+        f1 = next(s for s in run.scores if s.metric == "token_f1")
+        assert run.version.name == "v2" and run.verdict == "rollback" and f1.value >= 0.4
+        assert run.thresholds["bow_inversion.token_f1"]["rollback"] == 0.4
+        dep = session.scalar(sa.select(Deployment))
+        assert dep.active_version.name == "v1"
+        assert gate_state(session, dep).state == "closed"
+        acts = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id)).all()
+        assert [(a.kind, a.status) for a in acts] == [("alert", "done"), ("close_gate", "done"), ("rollback", "done")]
+        assert acts[2].detail == {"from": "v2", "to": "v1"}
+
+    folder = Path(second["artifact_dir"])
+    assert not (folder / "sample.npz").exists()               # production data deleted with the run
+    report = (folder / "report.html").read_text() + (folder / "report.json").read_text()
+    assert "rollback" in report
+    for row in production_rows:                              # no sampled text leaks into the report
+        assert row["body"] not in report
+
+
+def test_a_retried_task_does_not_duplicate_rows_or_side_effects(setup, caplog):
+    audit("run-1")
+    with session_scope() as session:
+        activate(session, "support-search", "v2", actor="test", reason="deploy v2")
+    caplog.set_level(logging.WARNING, logger="embwarden.alerts")
+    ref = audit("run-2")
+    for step in (runs.record, runs.evaluate, runs.act):     # Airflow retries each of these
+        step(ref)
+    runs.sample("support-search", DAG, "run-2")              # even the first task, with the same sample
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuditRun)) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(Score)
+                              .where(Score.audit_run_id == ref["audit_run_id"])) == 3
+        assert session.scalar(sa.select(sa.func.count()).select_from(GateEvent)
+                              .where(GateEvent.audit_run_id == ref["audit_run_id"])) == 1
+    assert sum("crossed rollback threshold" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_rollback_without_a_passing_version_keeps_the_gate_closed(setup):
+    with session_scope() as session:
+        sync(session, load_config())
+        activate(session, "support-search", "v2", actor="test", reason="deploy v2 unaudited")
+    with pytest.raises(AirflowFailException, match="no other version has passed an audit"):
+        audit("run-1")
+    with session_scope() as session:
+        dep = session.scalar(sa.select(Deployment))
+        assert gate_state(session, dep).state == "closed" and dep.active_version.name == "v2"
+        rollback = session.scalar(sa.select(Action).where(Action.kind == "rollback"))
+        assert rollback.status == "failed" and "no other version" in rollback.error
+
+
+def test_a_nan_vector_makes_the_run_invalid_and_records_no_scores(setup, ledger):
+    engine = sa.create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE prod_vectors SET embedding[7] = 'NaN' WHERE id = 42"))
+        conn.execute(sa.text("DELETE FROM prod_vectors WHERE version = 'v1' AND id > 100"))
+    engine.dispose()
+    with pytest.raises(AirflowFailException, match="row id=42: vector has 1 non-finite values"):
+        runs.sample("support-search", DAG, "run-1")
+    with session_scope() as session:
+        run = session.scalar(sa.select(AuditRun))
+        assert (run.status, run.verdict) == ("invalid", "invalid") and "row id=42" in run.error
+        assert session.scalar(sa.select(sa.func.count()).select_from(Score)) == 0
+
+
+def test_a_missing_source_table_fails_the_run_and_may_be_retried(setup, ledger):
+    engine = sa.create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE prod_vectors"))
+    engine.dispose()
+    with pytest.raises(SourceError, match="table 'prod_vectors'.* does not exist"):
+        runs.sample("support-search", DAG, "run-1")
+    with session_scope() as session:
+        run = session.scalar(sa.select(AuditRun))
+        assert run.status == "failed" and run.verdict is None and "does not exist" in run.error
