@@ -19,14 +19,14 @@ import sqlalchemy as sa
 
 from audits.corpus import generate_messages
 from audits.encoders import LocalEncoder, resolve_model_dir
-from audits.errors import ConfigError, EmbwardenError, InvalidSample, ProbeError
+from audits.errors import ConfigError, EmbwardenError, InvalidSample, ProbeError, SourceError
 from audits.pipeline import EmbeddingCache, Pipeline
 from audits.probes import make_probe
 from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import GaussianNoise, Identity
 from monitors import actions, artifacts, report
 from monitors.config import EmbwardenConfig, load_config
-from monitors.database import connection_url, migrate, session_scope
+from monitors.database import LedgerUnavailable, connection_url, migrate, session_scope
 from monitors.ledger import Action, AuditRun, Score, Version, utcnow
 from monitors.registry import effective_thresholds, sync, sync_deployment
 
@@ -69,23 +69,33 @@ def _no_retry(exc: EmbwardenError) -> Exception:
 
 @contextmanager
 def _failing_run(audit_run_id: int | None) -> Iterator[None]:
-    """Record an error on the audit run before re-raising it, so no run looks clean by accident."""
+    """Record any error on the audit run before re-raising it, so no run looks clean by accident.
+
+    Bad input or configuration is raised so that Airflow does not retry it; an unreachable
+    source or ledger, and unexpected errors, keep Airflow's retries.
+    """
     try:
         yield
-    except EmbwardenError as exc:
+    except Exception as exc:
+        log.error("audit run %s stopped: %s: %s", audit_run_id, type(exc).__name__, exc)
         if audit_run_id is not None:
-            invalid = isinstance(exc, InvalidSample)
-            with session_scope() as session:
-                run = session.get(AuditRun, audit_run_id)
-                run.status = "invalid" if invalid else "failed"
-                run.verdict = "invalid" if invalid else None
-                run.error = f"{type(exc).__name__}: {exc}"
-                run.finished_at = utcnow()
-        log.error("audit run %s stopped: %s", audit_run_id, exc)
-        transient = type(exc).__name__ in ("SourceError", "LedgerUnavailable")
-        if transient:
-            raise
-        raise _no_retry(exc) from exc
+            _mark_stopped(audit_run_id, exc)
+        if isinstance(exc, EmbwardenError) and not isinstance(exc, SourceError | LedgerUnavailable):
+            raise _no_retry(exc) from exc
+        raise
+
+
+def _mark_stopped(audit_run_id: int, exc: Exception) -> None:
+    invalid = isinstance(exc, InvalidSample)
+    try:
+        with session_scope() as session:
+            run = session.get(AuditRun, audit_run_id)
+            run.status = "invalid" if invalid else "failed"
+            run.verdict = "invalid" if invalid else None
+            run.error = f"{type(exc).__name__}: {exc}"
+            run.finished_at = utcnow()
+    except LedgerUnavailable as ledger_down:  # the original error matters more; say both
+        log.error("audit run %s could not be marked stopped: %s", audit_run_id, ledger_down)
 
 
 # -- building the audited pipeline from configuration --------------------------------------------
@@ -217,7 +227,7 @@ def evaluate(ref_data: dict) -> dict:
         result = verdict_of(run.scores, thresholds)
         run.thresholds = {metric: {**asdict(levels)} for metric, levels in thresholds.items()}
         run.verdict = result.verdict
-        run.status = "succeeded"
+        run.status, run.error = "succeeded", None
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.
         run.report_path = str(Path(ref.artifact_dir) / "report.html")

@@ -137,3 +137,18 @@ def test_a_missing_source_table_fails_the_run_and_may_be_retried(setup, ledger):
     with session_scope() as session:
         run = session.scalar(sa.select(AuditRun))
         assert run.status == "failed" and run.verdict is None and "does not exist" in run.error
+
+
+def test_an_unexpected_error_marks_the_run_failed_and_keeps_airflow_retries(setup):
+    ref = runs.sample("support-search", DAG, "run-1")
+    (Path(ref["artifact_dir"]) / "sample.npz").unlink()   # e.g. a worker lost its disk between tasks
+    with pytest.raises(FileNotFoundError):
+        runs.probe(ref)
+    with session_scope() as session:
+        run = session.get(AuditRun, ref["audit_run_id"])
+        assert run.status == "failed" and run.error.startswith("FileNotFoundError")
+    runs.sample("support-search", DAG, "run-1")               # the retry redraws the same sample
+    runs.evaluate(runs.record(runs.probe(ref)))
+    with session_scope() as session:
+        run = session.get(AuditRun, ref["audit_run_id"])
+        assert (run.status, run.error, run.verdict) == ("succeeded", None, "pass")
