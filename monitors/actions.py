@@ -101,8 +101,15 @@ def alert_for(run: AuditRun, actions: tuple[str, ...]) -> Alert:
                  value=value, threshold=limit, actions=actions, report=run.report_path)
 
 
+def reason_for(run: AuditRun) -> str:
+    """Why the run acted, in the words an operator needs: metric, value, limit, run."""
+    metric, value, limit = worst_crossing(run)
+    crossed = f"{metric} = {value:.3f} crossed {run.verdict} threshold {limit}" if metric else f"verdict {run.verdict}"
+    return f"{crossed} (version {run.version.name}, audit run {run.id}, {run.dag_id}/{run.run_id})"
+
+
 def perform(session: Session, run: AuditRun, kind: str) -> dict:
-    reason = f"audit run {run.id} ({run.dag_id}/{run.run_id}) verdict {run.verdict}"
+    reason = reason_for(run)
     if kind == "alert":
         alert = alert_for(run, planned(run.verdict))
         send(alert)

@@ -69,7 +69,9 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows):
         assert run.thresholds["bow_inversion.token_f1"]["rollback"] == 0.4
         dep = session.scalar(sa.select(Deployment))
         assert dep.active_version.name == "v1"
-        assert gate_state(session, dep).state == "closed"
+        gate = gate_state(session, dep)
+        assert gate.state == "closed" and gate.reason.startswith("bow_inversion.token_f1 = 0.")
+        assert "crossed rollback threshold 0.4 (version v2" in gate.reason
         acts = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id)).all()
         assert [(a.kind, a.status) for a in acts] == [("alert", "done"), ("close_gate", "done"), ("rollback", "done")]
         assert acts[2].detail == {"from": "v2", "to": "v1"}
