@@ -19,12 +19,18 @@ class Sample:
     vectors: np.ndarray
     texts: tuple[str, ...] | None
     version: str
+    # Known secrets of each row (kind -> value as it appears in the text) and a sensitive label;
+    # canaries and labelled targets carry them, production samples usually do not.
+    secrets: tuple[dict[str, str], ...] | None = None
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.ids):
             raise ValueError(f"vectors must be (n, dim) with n={len(self.ids)}, got {self.vectors.shape}")
-        if self.texts is not None and len(self.texts) != len(self.ids):
-            raise ValueError(f"texts must have {len(self.ids)} entries, got {len(self.texts)}")
+        for name in ("texts", "secrets", "labels"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(self.ids):
+                raise ValueError(f"{name} must have {len(self.ids)} entries, got {len(value)}")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -31,6 +31,7 @@ def best_of(repeats: int, fn) -> float:
 def encoder_and_probe_figures() -> dict[str, float]:
     from audits.corpus import generate_messages
     from audits.encoders import LocalEncoder, bundled_model_dir
+    from audits.probes.base import Auxiliary
     from audits.probes.bow_inversion import BowInversion
 
     encoder = LocalEncoder(bundled_model_dir())
@@ -39,7 +40,7 @@ def encoder_and_probe_figures() -> dict[str, float]:
     encode_seconds = best_of(2, lambda: encoder.encode(texts))
     aux = [m.text for m in generate_messages(3000, seed=1)]
     vectors = encoder.encode(aux)
-    fit_seconds = best_of(1, lambda: BowInversion(seed=0).fit(aux, vectors))
+    fit_seconds = best_of(1, lambda: BowInversion(seed=0).fit(Auxiliary(tuple(aux), vectors)))
     return {"encode_texts_per_second": round(len(texts) / encode_seconds, 1),
             "bow_inversion_fit_3000_seconds": round(fit_seconds, 2)}
 

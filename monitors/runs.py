@@ -22,6 +22,7 @@ from audits.encoders import LocalEncoder, resolve_model_dir
 from audits.errors import ConfigError, EmbwardenError, InvalidSample, ProbeError, SourceError
 from audits.pipeline import EmbeddingCache, Pipeline
 from audits.probes import make_probe
+from audits.probes.base import Auxiliary
 from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import GaussianNoise, Identity
 from monitors import actions, artifacts, report
@@ -189,7 +190,7 @@ def probe(ref_data: dict) -> dict:
         for name, params in dep_cfg.probes.items():
             started = time.perf_counter()
             attack = make_probe(name, params, seed=corpus.seed)
-            scores = attack.fit(aux_texts, aux_vectors).score(drawn)
+            scores = attack.fit(Auxiliary(tuple(aux_texts), aux_vectors)).score(drawn)
             artifacts.write_scores(Path(ref.artifact_dir), name, scores)
             log.info("audit run %d: %s scored %d metrics on n=%d in %.1f s", ref.audit_run_id, name,
                      len(scores), len(drawn), time.perf_counter() - started)

@@ -18,6 +18,7 @@ import numpy as np
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, set_prf
+from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,14 @@ def flush_denormals() -> Iterator[None]:
 class BowInversion:
     """Multi-label MLP from vector to the words of the text.
 
-    `groups` in `fit` marks rows that embed the same text (several transform draws of one
-    text); the validation split keeps groups whole so the tuned threshold is honest.
+    Besides token precision/recall/F1 it reports `secret_recovery` on targets with known
+    secrets: the share of their secret words (names, conditions, ...) among the predicted words.
+    Words found in more than `common_word_share` of the auxiliary texts ("example" of every
+    email address) identify nobody and are not counted as secrets.
     """
 
     name = "bow_inversion"
+    common_word_share = 0.05
 
     def __init__(self, seed: int = 0, vocab_size: int = 4000, min_count: int = 2, hidden: int = 1024,
                  epochs: int = 30, learning_rate: float = 1e-3, batch_size: int = 128,
@@ -75,19 +79,18 @@ class BowInversion:
         self.bootstrap_resamples = bootstrap_resamples
 
     # -- fit -------------------------------------------------------------------------------
-    def fit(self, texts: list[str], vectors: np.ndarray, groups: np.ndarray | None = None) -> BowInversion:
+    def fit(self, aux: Auxiliary) -> BowInversion:
         import torch
 
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if len(texts) != len(vectors):
-            raise ProbeError(f"bow_inversion.fit: {len(texts)} texts but {len(vectors)} vectors")
+        texts, vectors = aux.texts, np.asarray(aux.vectors, dtype=np.float32)
         if len(texts) < 20:
             raise ProbeError(f"bow_inversion.fit: auxiliary corpus has {len(texts)} texts, expected >= 20")
-        groups = np.arange(len(texts)) if groups is None else np.asarray(groups)
+        groups = np.arange(len(texts))
         stop = _stop_words()
         words = [content_words(t, stop) for t in texts]
 
         counts = Counter(w for ws in words for w in ws)
+        self.common_words_ = frozenset(w for w, c in counts.items() if c > self.common_word_share * len(texts))
         vocab = [w for w, c in counts.most_common(self.vocab_size) if c >= self.min_count]
         if not vocab:
             raise ProbeError("bow_inversion.fit: no word occurs twice in the auxiliary corpus")
@@ -170,17 +173,24 @@ class BowInversion:
             )
         stop = _stop_words()
         predicted = self._predict_sets(self._probabilities(sample.vectors), self.threshold_)
-        rows = []
-        for pred, text in zip(predicted, sample.texts, strict=True):
+        rows, recovered = [], []
+        for i, (pred, text) in enumerate(zip(predicted, sample.texts, strict=True)):
             actual = content_words(text, stop)
             if actual:
                 rows.append(set_prf(pred, actual))
+            if sample.secrets is not None:
+                secret = {w for value in sample.secrets[i].values() for w in content_words(value, stop)}
+                secret -= self.common_words_
+                if secret:
+                    recovered.append(len(secret & pred) / len(secret))
         if not rows:
             raise ProbeError("bow_inversion: no text in the sample has a content word to recover")
         per_text = np.asarray(rows)
+        columns = {"token_precision": per_text[:, 0], "token_recall": per_text[:, 1], "token_f1": per_text[:, 2]}
+        if recovered:
+            columns["secret_recovery"] = np.asarray(recovered)
         scores = []
-        for col, metric in enumerate(("token_precision", "token_recall", "token_f1")):
-            value, low, high = mean_with_ci(per_text[:, col], seed=self.seed + col,
-                                            n_resamples=self.bootstrap_resamples)
-            scores.append(Score(self.name, metric, value, low, high, len(rows)))
+        for offset, (metric, values) in enumerate(columns.items()):
+            value, low, high = mean_with_ci(values, seed=self.seed + offset, n_resamples=self.bootstrap_resamples)
+            scores.append(Score(self.name, metric, value, low, high, len(values)))
         return scores

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
+from audits.corpus import generate_messages
 from audits.errors import ProbeError
 from audits.pipeline import EmbeddingCache, Pipeline
 from audits.probes import make_probe
+from audits.probes.base import Auxiliary
 from audits.probes.bow_inversion import BowInversion, content_words
 from audits.results import Sample
 from audits.transforms import GaussianNoise, Identity
@@ -15,16 +17,16 @@ from tests.helpers import messages
 @pytest.fixture(scope="module")
 def corpora(encoder, tmp_path_factory):
     cache = EmbeddingCache(tmp_path_factory.mktemp("cache"))
-    aux, target = messages(600, seed=1), messages(150, seed=2)
-    return aux, cache.encode(encoder, aux), target, cache.encode(encoder, target)
+    aux, target = messages(600, seed=1), generate_messages(150, seed=2)
+    return aux, cache.encode(encoder, aux), target, cache.encode(encoder, [m.text for m in target])
 
 
 def attack(corpora, transform, seed=0):
     aux, aux_clean, target, target_clean = corpora
     probe = BowInversion(seed=seed, epochs=30, bootstrap_resamples=500)
-    probe.fit(aux, transform.apply(aux_clean, np.random.default_rng(1)))
+    probe.fit(Auxiliary(tuple(aux), transform.apply(aux_clean, np.random.default_rng(1))))
     sample = Sample(tuple(map(str, range(len(target)))), transform.apply(target_clean, np.random.default_rng(2)),
-                    tuple(target), "v")
+                    tuple(m.text for m in target), "v", secrets=tuple(m.secrets for m in target))
     return {s.metric: s for s in probe.score(sample)}
 
 
@@ -34,8 +36,18 @@ def test_clean_vectors_leak_words_and_heavy_noise_hides_them(corpora):
     assert clean["token_precision"].value > 0.7          # what it predicts is mostly right
     assert clean["token_f1"].value > 0.4
     assert noisy["token_f1"].ci_high < clean["token_f1"].ci_low  # separated beyond their intervals
+    # Secret recovery is reported where targets carry secrets; its strength is issue 3's work
+    # (measured here: ~0 for names and conditions with a 600-text auxiliary corpus).
+    assert 0.0 <= clean["secret_recovery"].value <= 1.0 and clean["secret_recovery"].n == 150
     for score in clean.values():
-        assert score.ci_low <= score.value <= score.ci_high and score.n == 150
+        assert score.ci_low <= score.value <= score.ci_high and 0 < score.n <= 150
+
+
+def test_secret_recovery_counts_identifying_words_only(corpora):
+    aux, aux_clean, target, _ = corpora
+    probe = BowInversion(epochs=1).fit(Auxiliary(tuple(aux), aux_clean))
+    assert "example" in probe.common_words_          # in every email address: identifies nobody
+    assert not {"lupus", "asthma"} & probe.common_words_
 
 
 def test_scores_are_reproducible_for_a_seed(corpora):
@@ -54,11 +66,11 @@ def test_misuse_is_reported(corpora):
     no_text = Sample(("1",), target_clean[:1], None, "v")
     with pytest.raises(ProbeError, match="before fit"):
         probe.score(no_text)
-    probe.fit(aux[:100], aux_clean[:100])
+    probe.fit(Auxiliary(tuple(aux[:100]), aux_clean[:100]))
     with pytest.raises(ProbeError, match="texts"):
         probe.score(no_text)
     with pytest.raises(ProbeError, match="expected >= 20"):
-        BowInversion().fit(aux[:5], aux_clean[:5])
+        BowInversion().fit(Auxiliary(tuple(aux[:5]), aux_clean[:5]))
 
 
 def test_pipeline_applies_the_transform_after_cached_encoding(encoder, tmp_path):

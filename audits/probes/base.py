@@ -1,0 +1,43 @@
+"""The probe contract (sklearn-like): configuration in `__init__`, `fit(aux)`, `score(sample)`.
+
+A probe is an attack. `fit` learns from what an attacker can hold: a public or synthetic
+auxiliary corpus embedded through the deployment's own pipeline (transform included, so the
+attacker is noise-aware), and, where the pipeline is reachable, the pipeline itself as an
+embedding oracle. `score` measures the attack on target vectors and returns Scores with 95%
+intervals. No I/O in either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, Self
+
+import numpy as np
+
+from audits.results import Sample, Score
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Auxiliary:
+    """The attacker's material: texts, their vectors through the pipeline, optional labels/secrets."""
+
+    texts: tuple[str, ...]
+    vectors: np.ndarray
+    labels: tuple[str, ...] | None = None
+    secrets: tuple[dict[str, str], ...] | None = None
+    embed: Embed | None = None  # the live pipeline as an oracle (fresh transform noise per call)
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.vectors):
+            raise ValueError(f"auxiliary corpus: {len(self.texts)} texts but {len(self.vectors)} vectors")
+
+
+class Probe(Protocol):
+    name: ClassVar[str]
+
+    def fit(self, aux: Auxiliary) -> Self: ...
+
+    def score(self, sample: Sample) -> list[Score]: ...
