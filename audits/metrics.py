@@ -34,3 +34,11 @@ def set_prf(predicted: set[str], actual: set[str]) -> tuple[float, float, float]
     recall = hits / len(actual) if actual else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+def proportion_with_ci(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """A rate and its exact (Clopper-Pearson) binomial interval."""
+    if trials <= 0:
+        raise ValueError("cannot estimate a proportion from zero trials")
+    ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    return successes / trials, float(ci.low), float(ci.high)

@@ -183,14 +183,19 @@ def probe(ref_data: dict) -> dict:
         pipeline = build_pipeline(config, ref.deployment, version)
         drawn = artifacts.read_sample(Path(ref.artifact_dir))
         corpus = dep_cfg.auxiliary_corpus
-        aux_texts = [m.text for m in generate_messages(corpus.size, corpus.seed)]
+        messages = generate_messages(corpus.size, corpus.seed)
+        aux_texts = tuple(m.text for m in messages)
         cache = EmbeddingCache(config.resolve(config.cache_dir) / "embeddings")
-        # The attacker embeds its corpus through the same pipeline, noise included (noise-aware).
-        aux_vectors = pipeline.embed(aux_texts, np.random.default_rng(corpus.seed), cache=cache)
+        oracle_rng = np.random.default_rng(corpus.seed + 1)
+        # The attacker embeds its corpus through the same pipeline, noise included (noise-aware),
+        # and may call the pipeline itself, as anyone with access to the deployed API can.
+        aux = Auxiliary(aux_texts, pipeline.embed(list(aux_texts), np.random.default_rng(corpus.seed), cache=cache),
+                        labels=tuple(m.category for m in messages), secrets=tuple(m.secrets for m in messages),
+                        embed=lambda texts: pipeline.embed(texts, oracle_rng))
         for name, params in dep_cfg.probes.items():
             started = time.perf_counter()
             attack = make_probe(name, params, seed=corpus.seed)
-            scores = attack.fit(Auxiliary(tuple(aux_texts), aux_vectors)).score(drawn)
+            scores = attack.fit(aux).score(drawn)
             artifacts.write_scores(Path(ref.artifact_dir), name, scores)
             log.info("audit run %d: %s scored %d metrics on n=%d in %.1f s", ref.audit_run_id, name,
                      len(scores), len(drawn), time.perf_counter() - started)

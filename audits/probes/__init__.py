@@ -6,8 +6,9 @@ from typing import Any
 
 from audits.errors import ConfigError
 from audits.probes.bow_inversion import BowInversion
+from audits.probes.candidate_inversion import CandidateInversion
 
-PROBES: dict[str, type] = {BowInversion.name: BowInversion}
+PROBES: dict[str, type] = {BowInversion.name: BowInversion, CandidateInversion.name: CandidateInversion}
 
 
 def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
@@ -20,3 +21,5 @@ def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
         return cls(seed=seed, **(params or {}))
     except TypeError as exc:
         raise ConfigError(f"probe {name}: bad parameters {sorted(params or {})}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"probes.{name}: {exc}") from exc

@@ -1,0 +1,101 @@
+"""Candidate inversion: is the true secret the best-matching candidate? (Carlini et al. 2019.)
+
+For a target text with a known secret (a name, a condition), the attacker substitutes many
+alternatives of the same kind into the text, embeds every variant through the live pipeline
+(the oracle an attacker of a deployed API has) and ranks them by cosine similarity to the
+target's vector. Metrics: top-1 and top-5 accuracy (exact binomial intervals) and exposure in
+bits, log2(#candidates) - log2(rank of the truth), averaged (bootstrap interval).
+
+Cost is one embedding per candidate, so trials are subsampled to `max_trials`; `n` says how
+many were scored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from audits.errors import ProbeError
+from audits.metrics import mean_with_ci, proportion_with_ci
+from audits.probes.base import Auxiliary, Embed
+from audits.results import Sample, Score
+
+log = logging.getLogger(__name__)
+
+
+class CandidateInversion:
+    name = "candidate_inversion"
+
+    def __init__(self, seed: int = 0, kinds: tuple[str, ...] | list[str] = ("name", "condition"),
+                 candidates: int = 100, max_trials: int = 50, bootstrap_resamples: int = 2000) -> None:
+        if candidates < 2:
+            raise ValueError(f"candidate_inversion.candidates must be >= 2, got {candidates}")
+        self.seed = seed
+        self.kinds = tuple(kinds)
+        self.candidates = candidates
+        self.max_trials = max_trials
+        self.bootstrap_resamples = bootstrap_resamples
+
+    def fit(self, aux: Auxiliary) -> CandidateInversion:
+        """Keep the oracle and, per kind, the attacker's pool of candidate values."""
+        if aux.embed is None:
+            raise ProbeError("candidate_inversion needs the pipeline as an embedding oracle (aux.embed)")
+        pools: dict[str, set[str]] = {kind: set() for kind in self.kinds}
+        for secrets in aux.secrets or ():
+            for kind in self.kinds:
+                if kind in secrets:
+                    pools[kind].add(secrets[kind])
+        self.pools_ = pools
+        self.embed_: Embed = aux.embed
+        return self
+
+    def score(self, sample: Sample) -> list[Score]:
+        if not hasattr(self, "embed_"):
+            raise ProbeError("candidate_inversion.score called before fit")
+        if sample.texts is None or sample.secrets is None:
+            raise ProbeError("candidate_inversion needs targets with texts and known secrets "
+                             "(canaries or labelled targets)")
+        rng = np.random.default_rng(self.seed)
+        pools = {kind: set(values) for kind, values in self.pools_.items()}
+        for secrets in sample.secrets:  # candidates of the same kind may also come from other targets
+            for kind in self.kinds:
+                if kind in secrets:
+                    pools[kind].add(secrets[kind])
+        trials = [(i, kind) for i, secrets in enumerate(sample.secrets) for kind in self.kinds
+                  if kind in secrets and secrets[kind] in sample.texts[i]]
+        if not trials:
+            raise ProbeError(f"candidate_inversion: no target has a secret of kind {list(self.kinds)} in its text")
+        if len(trials) > self.max_trials:
+            trials = [trials[j] for j in sorted(rng.choice(len(trials), self.max_trials, replace=False))]
+
+        variants, spans = [], []
+        for i, kind in trials:
+            truth = sample.secrets[i][kind]
+            others = sorted(pools[kind] - {truth})
+            if not others:
+                raise ProbeError(f"candidate_inversion: no alternative values of kind {kind!r} to compare against")
+            picked = rng.choice(len(others), min(self.candidates - 1, len(others)), replace=False)
+            start = len(variants)
+            variants.append(sample.texts[i])  # the truth first
+            variants.extend(sample.texts[i].replace(truth, others[j]) for j in picked)
+            spans.append((start, len(variants)))
+        vectors = np.asarray(self.embed_(variants), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+
+        ranks, sizes = [], []
+        for (i, _), (start, end) in zip(trials, spans, strict=True):
+            target = sample.vectors[i] / max(float(np.linalg.norm(sample.vectors[i])), 1e-12)
+            sims = vectors[start:end] @ target
+            ranks.append(1 + int((sims[1:] > sims[0]).sum()))
+            sizes.append(end - start)
+        ranks_arr, sizes_arr = np.asarray(ranks), np.asarray(sizes)
+        n = len(ranks)
+        top1 = proportion_with_ci(int((ranks_arr == 1).sum()), n)
+        top5 = proportion_with_ci(int((ranks_arr <= 5).sum()), n)
+        exposure = mean_with_ci(np.log2(sizes_arr) - np.log2(ranks_arr), seed=self.seed,
+                                n_resamples=self.bootstrap_resamples)
+        log.info("candidate_inversion: %d trials, %d candidates each (median), top-1 %.3f",
+                 n, int(np.median(sizes_arr)), top1[0])
+        return [Score(self.name, "top1", *top1, n), Score(self.name, "top5", *top5, n),
+                Score(self.name, "exposure_bits", *exposure, n)]
