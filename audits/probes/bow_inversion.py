@@ -85,7 +85,6 @@ class BowInversion:
         texts, vectors = aux.texts, np.asarray(aux.vectors, dtype=np.float32)
         if len(texts) < 20:
             raise ProbeError(f"bow_inversion.fit: auxiliary corpus has {len(texts)} texts, expected >= 20")
-        groups = np.arange(len(texts))
         stop = _stop_words()
         words = [content_words(t, stop) for t in texts]
 
@@ -102,9 +101,9 @@ class BowInversion:
                     targets[row, index[w]] = 1.0
 
         rng = np.random.default_rng(self.seed)
-        unique_groups = rng.permutation(np.unique(groups))
-        n_val = max(1, int(len(unique_groups) * self.validation_fraction))
-        is_val = np.isin(groups, unique_groups[:n_val])
+        n_val = max(1, int(len(texts) * self.validation_fraction))
+        is_val = np.zeros(len(texts), dtype=bool)
+        is_val[rng.permutation(len(texts))[:n_val]] = True
 
         torch.manual_seed(self.seed)
         dim = vectors.shape[1]

@@ -41,14 +41,17 @@ class CandidateInversion:
         """Keep the oracle and, per kind, the attacker's pool of candidate values."""
         if aux.embed is None:
             raise ProbeError("candidate_inversion needs the pipeline as an embedding oracle (aux.embed)")
-        pools: dict[str, set[str]] = {kind: set() for kind in self.kinds}
-        for secrets in aux.secrets or ():
+        self.pools_ = self._pools(aux.secrets or (), {kind: set() for kind in self.kinds})
+        self.embed_: Embed = aux.embed
+        return self
+
+    def _pools(self, rows, pools: dict[str, set[str]]) -> dict[str, set[str]]:
+        """Add each row's secret values to the pool of their kind."""
+        for secrets in rows:
             for kind in self.kinds:
                 if kind in secrets:
                     pools[kind].add(secrets[kind])
-        self.pools_ = pools
-        self.embed_: Embed = aux.embed
-        return self
+        return pools
 
     def score(self, sample: Sample) -> list[Score]:
         if not hasattr(self, "embed_"):
@@ -57,11 +60,8 @@ class CandidateInversion:
             raise ProbeError("candidate_inversion needs targets with texts and known secrets "
                              "(canaries or labelled targets)")
         rng = np.random.default_rng(self.seed)
-        pools = {kind: set(values) for kind, values in self.pools_.items()}
-        for secrets in sample.secrets:  # candidates of the same kind may also come from other targets
-            for kind in self.kinds:
-                if kind in secrets:
-                    pools[kind].add(secrets[kind])
+        # Candidates of the same kind may also come from the other targets.
+        pools = self._pools(sample.secrets, {kind: set(values) for kind, values in self.pools_.items()})
         trials = [(i, kind) for i, secrets in enumerate(sample.secrets) for kind in self.kinds
                   if kind in secrets and secrets[kind] in sample.texts[i]]
         if not trials:
