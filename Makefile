@@ -29,7 +29,7 @@ test: install
 	$(PY) -m pytest
 
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(SECTIONS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -65,6 +65,9 @@ SECRET_SLOTS = frozenset(
     {"name", "email", "phone", "address", "dob", "ssn", "account", "card4", "iban", "username",
      "condition", "medication"}
 )
+# Kinds derived from a slot's value: the surname alone is what identifies someone in a text,
+# and candidate inversion substitutes it among other surnames.
+DERIVED_SECRETS = {"surname": ("name", lambda name: name.rsplit(" ", 1)[-1])}
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,17 @@ def generate_messages(n: int, seed: int, templates: tuple[tuple[str, str], ...] 
         used = {slot: values[slot] for slot in values if "{" + slot + "}" in template}
         text = template.format(**used)
         secrets = {slot: value for slot, value in used.items() if slot in SECRET_SLOTS}
+        for kind, (slot, derive) in DERIVED_SECRETS.items():
+            if slot in secrets:
+                secrets[kind] = derive(secrets[slot])
         out.append(Message(text=text, category=category, template_id=template_id, secrets=secrets))
     return out
 
 
 def _slot_values(fake: Faker, rng: random.Random) -> dict[str, str]:
     return {
-        "name": fake.name(),
+        # First and last name only: Faker's titles and suffixes ("Dr.", "MD") are noise here.
+        "name": f"{fake.first_name()} {fake.last_name()}",
         "email": fake.email(),
         "phone": fake.phone_number(),
         "address": fake.address().replace("\n", ", "),

@@ -65,14 +65,40 @@ def demo_figures() -> dict[str, float]:
             "demo_v2_token_f1": round(f1["v2"], 3)}
 
 
+SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative")
+
+
 def main() -> int:
+    """`python benchmarks/run.py [SECTION ...]`: all sections by default; figures of sections not
+    run this time are kept from the previous results file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import probes
+
+    wanted = sys.argv[1:] or list(SECTIONS)
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        print(f"unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr)
+        return 2
     np.random.seed(0)
-    results = {}
-    results.update(demo_figures())
-    results.update(encoder_and_probe_figures())
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    cache = OUT.parent / "cache"
+    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    runners = {
+        "demo": demo_figures,
+        "encoder": lambda: {**encoder_and_probe_figures(), **probes.encoder_throughput_ratio()},
+        "strength": lambda: probes.strength(cache, OUT.parent),
+        "speed": lambda: probes.audit_10k_cached(cache),
+        "first_audit": probes.first_audit,
+        "real_text": lambda: probes.real_text(cache, OUT.parent),
+        "generative": lambda: probes.generative(cache, OUT.parent),
+    }
+    for section in wanted:
+        started = time.perf_counter()
+        results.update(runners[section]())
+        results[f"bench_{section}_seconds"] = round(time.perf_counter() - started, 1)
+        OUT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")  # keep what is done
+        print(f"bench: {section} done in {results[f'bench_{section}_seconds']} s", flush=True)
     print(json.dumps(results, indent=2, sort_keys=True))
     print(f"written to {OUT.relative_to(ROOT)}")
     return 0

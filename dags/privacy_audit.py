@@ -2,12 +2,15 @@
 ### Privacy audit
 
 Daily, for every deployment in `embwarden.yaml` (or only the one named in the `deployment`
-param): draw a sample of its production embeddings, run the configured inversion probes, record
-the leakage scores in the ledger, set them against the thresholds and act on the verdict
-(alert, close the gate, roll back to the last version that passed), then write the report.
+param): draw a sample of its production embeddings, run each configured inversion probe as its
+own task (a failing probe loses no other probe's scores), record the leakage scores in the
+ledger, set them against the thresholds and act on the verdict (alert, close the gate, roll back
+to the last version that passed), then write the report.
 
-Tasks pass run ids and artifact folders, never vectors or text; the sample is deleted when the
-run ends, whatever its outcome.
+Tasks pass deployment names and run ids, never vectors or text; the sample is deleted when the
+run ends, whatever its outcome. Steps after the probes run whatever became of the others and
+skip themselves when their deployment's run stopped earlier, so one deployment's failure does
+not hold up another's verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
+
+AFTER_ALL = TriggerRule.ALL_DONE
 
 
 @dag(
@@ -40,46 +45,61 @@ def privacy_audit():
 
         return sample(deployment, dag_run.dag_id, dag_run.run_id)
 
-    @task
-    def probe(ref: dict) -> dict:
-        from monitors.runs import probe
+    @task(trigger_rule=AFTER_ALL)
+    def probe_jobs(names: list[str], dag_run=None) -> list[dict]:
+        from monitors.runs import probe_jobs
 
-        return probe(ref)
+        return probe_jobs(names, dag_run.dag_id, dag_run.run_id)
 
-    @task
-    def record(ref: dict) -> dict:
+    @task(map_index_template="{{ probe_label }}")
+    def probe(ref: dict, probe: str) -> dict:
+        from airflow.sdk import get_current_context
+
+        from monitors.runs import probe as run_probe
+
+        get_current_context()["probe_label"] = f"{ref['deployment']}/{probe}"  # names the mapped task in the UI
+        return run_probe(ref, probe)
+
+    @task(trigger_rule=AFTER_ALL)
+    def record(deployment: str, dag_run=None) -> dict:
         from monitors.runs import record
 
-        return record(ref)
+        return record(deployment, dag_run.dag_id, dag_run.run_id)
 
-    @task
-    def evaluate(ref: dict) -> dict:
+    @task(trigger_rule=AFTER_ALL)
+    def evaluate(deployment: str, dag_run=None) -> dict:
         from monitors.runs import evaluate
 
-        return evaluate(ref)
+        return evaluate(deployment, dag_run.dag_id, dag_run.run_id)
 
-    @task
-    def act(ref: dict) -> dict:
+    @task(trigger_rule=AFTER_ALL)
+    def act(deployment: str, dag_run=None) -> dict:
         from monitors.runs import act
 
-        return act(ref)
+        return act(deployment, dag_run.dag_id, dag_run.run_id)
 
-    @task
-    def report(ref: dict) -> str:
+    @task(trigger_rule=AFTER_ALL)
+    def report(deployment: str, dag_run=None) -> str:
         from monitors.runs import write_report
 
-        return write_report(ref)
+        return write_report(deployment, dag_run.dag_id, dag_run.run_id)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    @task(trigger_rule=AFTER_ALL, retries=0)
     def cleanup(deployment: str, dag_run=None) -> int:
         from monitors.runs import cleanup
 
         return cleanup(deployment, dag_run.dag_id, dag_run.run_id)
 
     names = deployments()
-    refs = sample.expand(deployment=names)
-    reports = report.expand(ref=act.expand(ref=evaluate.expand(ref=record.expand(ref=probe.expand(ref=refs)))))
-    reports >> cleanup.expand(deployment=names)
+    sampled = sample.expand(deployment=names)
+    jobs = probe_jobs(names)
+    sampled >> jobs
+    probed = probe.expand_kwargs(jobs)
+    recorded = record.expand(deployment=names)
+    evaluated = evaluate.expand(deployment=names)
+    acted = act.expand(deployment=names)
+    reported = report.expand(deployment=names)
+    probed >> recorded >> evaluated >> acted >> reported >> cleanup.expand(deployment=names)
 
 
 privacy_audit()

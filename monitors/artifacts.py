@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audits.results import Sample, Score
+from audits.audit import ProbeResult
+from audits.results import Sample
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,17 @@ def read_sample(folder: Path) -> Sample:
                       version=str(data["version"]))
 
 
-def write_scores(folder: Path, probe: str, scores: list[Score]) -> Path:
-    path = Path(folder) / f"scores-{probe}.json"
-    path.write_text(json.dumps([s.to_dict() for s in scores], indent=1))
+def write_probe_result(folder: Path, result: ProbeResult) -> Path:
+    """One probe's scores (or error): numbers and messages only, no text or vectors."""
+    Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(folder) / f"probe-{_slug(result.probe)}.json"
+    path.write_text(json.dumps(result.to_dict(), indent=1))
     return path
 
 
-def read_scores(folder: Path) -> dict[str, list[Score]]:
-    return {p.stem.removeprefix("scores-"): [Score.from_dict(d) for d in json.loads(p.read_text())]
-            for p in sorted(Path(folder).glob("scores-*.json"))}
+def read_probe_results(folder: Path) -> dict[str, ProbeResult]:
+    return {r.probe: r for r in (ProbeResult.from_dict(json.loads(p.read_text()))
+                                 for p in sorted(Path(folder).glob("probe-*.json")))}
 
 
 def delete_sample(folder: Path) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import sys
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -37,10 +39,27 @@ def main(argv: list[str] | None = None) -> int:
     act.add_argument("--reason", required=True)
     st = sub.add_parser("status", help="active version, gate and last audit of each deployment")
     st.add_argument("deployment", nargs="?")
+    au = sub.add_parser("audit", help="probe a model directory on your own texts (pre-deployment check)")
+    au.add_argument("--encoder", required=True, help="Hugging Face model directory, or bundled:all-MiniLM-L6-v2")
+    au.add_argument("--aux", required=True, type=Path, help="the attacker's texts: JSONL or Parquet")
+    au.add_argument("--targets", required=True, type=Path, help="texts to attack: JSONL or Parquet")
+    au.add_argument("--noise-sigma", type=float, default=0.0, help="Gaussian noise the pipeline adds (default 0)")
+    au.add_argument("--probes", type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+                    help="comma-separated probes (default: the CPU probes the targets can feed)")
+    au.add_argument("--params", type=json.loads, default=None,
+                    help='probe parameters as JSON, e.g. \'{"bow_inversion": {"epochs": 10}}\'')
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--naive", action="store_true", help="train on clean vectors (a noise-unaware attacker)")
+    au.add_argument("--cache", type=Path, default=Path(".embwarden/cache"),
+                    help="embeddings and fitted attack models are cached here (default .embwarden/cache)")
+    au.add_argument("--json", required=True, type=Path, dest="json_out", help="where to write the scores")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO if args.command == "audit" else logging.WARNING,
+                        format="%(levelname)s %(message)s")
 
     try:
+        if args.command == "audit":
+            return _audit(args)
         if args.command == "migrate":
             migrate()
             print(f"ledger {safe_url(ledger_url())} is up to date")
@@ -63,6 +82,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embwarden: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _audit(args) -> int:
+    from monitors import adhoc
+
+    document = adhoc.run(adhoc.AdhocAudit(
+        encoder=args.encoder, aux=args.aux, targets=args.targets, noise_sigma=args.noise_sigma, probes=args.probes,
+        seed=args.seed, params=args.params, cache_dir=args.cache, naive=args.naive))
+    adhoc.write(document, args.json_out)
+    for score in document["scores"]:
+        print(f"{score['probe']}.{score['metric']} = {score['value']:.3f} "
+              f"[{score['ci_low']:.3f}, {score['ci_high']:.3f}] n={score['n']}")
+    for probe, why in document["skipped"].items():
+        print(f"skipped {probe}: {why}")
+    for probe, error in document["errors"].items():
+        print(f"embwarden: {probe} failed: {error}", file=sys.stderr)
+    print(f"written to {args.json_out}")
+    return 1 if document["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from audits.errors import ConfigError
 
@@ -83,9 +83,55 @@ class VersionConfig(_Model):
 
 
 class SyntheticCorpusConfig(_Model):
+    """The built-in generator of templated PII messages (attacker and targets share templates)."""
+
     kind: Literal["synthetic"] = "synthetic"
     size: int = Field(default=3000, ge=20, le=1_000_000)
     seed: int = 1
+
+
+class FileCorpusConfig(_Model):
+    """A JSONL or Parquet file of rows {text, secrets?, label?}."""
+
+    kind: Literal["file"]
+    path: str
+
+
+class SqlCorpusConfig(_Model):
+    """A query returning a `text` column and optionally `secrets` (JSON) and `label`."""
+
+    kind: Literal["sql"]
+    query: str
+    url: str | None = None
+    connection: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SqlCorpusConfig:
+        if (self.url is None) == (self.connection is None):
+            raise ValueError("give exactly one of 'url' (a SQLAlchemy URL) or 'connection' (an Airflow connection id)")
+        return self
+
+
+def _default_kind(value: Any) -> Any:
+    return {"kind": "synthetic", **value} if isinstance(value, dict) and "kind" not in value else value
+
+
+AuxiliaryCorpusConfig = Annotated[
+    SyntheticCorpusConfig | FileCorpusConfig | SqlCorpusConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_default_kind),
+]
+
+
+class CanaryConfig(_Model):
+    """Synthetic messages with known secrets embedded through the live pipeline as extra targets.
+
+    Probes that need text, secrets or labels the production sample lacks score on them.
+    `count: 0` turns them off.
+    """
+
+    count: int = Field(default=200, ge=0, le=100_000)
+    seed: int = 7
 
 
 class ThresholdConfig(_Model):
@@ -113,7 +159,8 @@ class DeploymentConfig(_Model):
     versions: dict[Annotated[str, Field(pattern=NAME)], VersionConfig] = Field(min_length=1)
     active_version: str
     sample_size: int = Field(default=500, ge=1, le=1_000_000)
-    auxiliary_corpus: SyntheticCorpusConfig = SyntheticCorpusConfig()
+    auxiliary_corpus: AuxiliaryCorpusConfig = SyntheticCorpusConfig()
+    canaries: CanaryConfig = CanaryConfig()
     probes: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"bow_inversion": {}})
     thresholds: dict[str, ThresholdConfig] = Field(default_factory=dict)
     on_audit_error: Literal["fail_open", "fail_closed"] = "fail_open"
@@ -122,11 +169,16 @@ class DeploymentConfig(_Model):
     def _consistent(self) -> DeploymentConfig:
         if self.active_version not in self.versions:
             raise ValueError(f"active_version {self.active_version!r} is not one of versions {sorted(self.versions)}")
-        from audits.probes import PROBES
+        from audits.errors import ConfigError as ProbeConfigError
+        from audits.probes import PROBES, make_probe
 
-        for probe in self.probes:
+        for probe, params in self.probes.items():
             if probe not in PROBES:
                 raise ValueError(f"probes: unknown probe {probe!r}, expected one of {sorted(PROBES)}")
+            try:
+                make_probe(probe, params)
+            except ProbeConfigError as exc:
+                raise ValueError(str(exc)) from None
         for key in self.thresholds:
             if not METRIC_KEY.match(key):
                 raise ValueError(f"thresholds: {key!r} is not of the form probe.metric")
@@ -198,7 +250,7 @@ def format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         # Discriminated unions add the tag to the path; it is not a field the user wrote.
-        loc = re.sub(r"\.(sql|parquet|local|none|gaussian_noise|synthetic)(?=\.|$)", "", loc)
+        loc = re.sub(r"\.(sql|parquet|file|local|none|gaussian_noise|synthetic)(?=\.|$)", "", loc)
         found = err.get("input")
         shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
         msg = err["msg"].removeprefix("Value error, ")

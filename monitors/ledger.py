@@ -14,6 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Values of the status-like columns, in one place.
 RUN_STATUSES = ("running", "succeeded", "failed", "invalid")
+SCORE_TARGETS = ("sample", "canaries")
 VERDICTS = ("pass", "warn", "gate", "rollback", "invalid")
 GATE_STATES = ("open", "closed")
 ACTION_KINDS = ("alert", "close_gate", "rollback", "activate")
@@ -102,6 +103,8 @@ class Score(Base):
     task: Mapped[str] = mapped_column(sa.String(250))
     probe: Mapped[str] = mapped_column(sa.String(64))
     metric: Mapped[str] = mapped_column(sa.String(64))
+    # What the probe was scored on: the production "sample" or synthetic "canaries".
+    target: Mapped[str] = mapped_column(sa.String(16), default="sample", server_default="sample")
     value: Mapped[float]
     ci_low: Mapped[float]
     ci_high: Mapped[float]

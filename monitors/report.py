@@ -26,7 +26,7 @@ def build(session: Session, run: AuditRun) -> dict:
     for s in run.scores:
         levels = thresholds.get(s.key)
         scores.append({
-            "metric": s.key, "value": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n,
+            "metric": s.key, "target": s.target, "value": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n,
             "thresholds": levels,
             "level": Levels.from_mapping(levels).crossed(s.value) if levels else "no threshold",
         })

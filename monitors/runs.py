@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from audits.corpus import generate_messages
+from audits import corpora
+from audits.audit import Auditor, ProbeResult, embed_corpus
+from audits.corpora import Corpus
 from audits.encoders import LocalEncoder, resolve_model_dir
 from audits.errors import ConfigError, EmbwardenError, InvalidSample, ProbeError, SourceError
-from audits.pipeline import EmbeddingCache, Pipeline
-from audits.probes import make_probe
-from audits.probes.base import Auxiliary
+from audits.pipeline import Pipeline
 from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import GaussianNoise, Identity
 from monitors import actions, artifacts, report
 from monitors.config import EmbwardenConfig, load_config
 from monitors.database import LedgerUnavailable, connection_url, migrate, session_scope
-from monitors.ledger import Action, AuditRun, Score, Version, utcnow
+from monitors.ledger import Action, AuditRun, Deployment, Score, Version, utcnow
 from monitors.registry import effective_thresholds, sync, sync_deployment
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,14 @@ class RunRef:
 def run_seed(*parts: str) -> int:
     """A seed fixed by the run's identity: a retried task draws the same sample."""
     return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:4], "big")
+
+
+def _skip(reason: str) -> Exception:
+    try:
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # pragma: no cover - used outside Airflow
+        return RuntimeError(reason)
+    return AirflowSkipException(reason)
 
 
 def _no_retry(exc: EmbwardenError) -> Exception:
@@ -117,13 +125,18 @@ def build_source(config: EmbwardenConfig, deployment: str):
     columns = Columns(**scfg.columns.model_dump())
     if scfg.kind == "parquet":
         return ParquetSource(config.resolve(scfg.path), columns)
-    url = scfg.url and config.resolve_url(scfg.url)
-    if scfg.connection:
-        url = connection_url(scfg.connection)
+    return SqlTableSource(_sql_url(config, scfg, f"deployments.{deployment}.source"), scfg.table, columns,
+                          schema=scfg.db_schema)
+
+
+def _sql_url(config: EmbwardenConfig, where_cfg, where: str) -> str:
+    """The SQLAlchemy URL of a config block that names a `url` or an Airflow `connection`."""
+    if where_cfg.connection:
+        url = connection_url(where_cfg.connection)
         if url is None:
-            raise ConfigError(f"deployments.{deployment}.source.connection: Airflow connection "
-                              f"{scfg.connection!r} is not defined")
-    return SqlTableSource(url, scfg.table, columns, schema=scfg.db_schema)
+            raise ConfigError(f"{where}.connection: Airflow connection {where_cfg.connection!r} is not defined")
+        return url
+    return config.resolve_url(where_cfg.url)
 
 
 def _folder(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str) -> Path:
@@ -172,68 +185,144 @@ def sample(deployment: str, dag_id: str, run_id: str) -> dict:
     return ref.to_xcom()
 
 
-def probe(ref_data: dict) -> dict:
-    """Train each configured probe on the auxiliary corpus, noise-aware, and score the sample."""
+def auxiliary_corpus(config: EmbwardenConfig, deployment: str) -> Corpus:
+    """The attacker's corpus as configured: the synthetic generator, a file, or a SQL query."""
+    ccfg = config.deployment(deployment).auxiliary_corpus
+    if ccfg.kind == "synthetic":
+        return corpora.synthetic(ccfg.size, ccfg.seed)
+    if ccfg.kind == "file":
+        return corpora.read_file(config.resolve(ccfg.path))
+    return corpora.read_sql(_sql_url(config, ccfg, f"deployments.{deployment}.auxiliary_corpus"), ccfg.query)
+
+
+def _auditor_seed(config: EmbwardenConfig, deployment: str) -> int:
+    ccfg = config.deployment(deployment).auxiliary_corpus
+    return getattr(ccfg, "seed", 0)
+
+
+def find_ref(deployment: str, dag_id: str, run_id: str) -> RunRef | None:
+    """The run's reference from the ledger, or None when its sample step never opened it."""
+    config = load_config()
+    with session_scope() as session:
+        run = session.scalar(sa.select(AuditRun).join(AuditRun.deployment).where(
+            AuditRun.dag_id == dag_id, AuditRun.run_id == run_id, Deployment.name == deployment))
+        if run is None:
+            return None
+        return RunRef(deployment, dag_id, run_id, run.id, str(_folder(config, deployment, dag_id, run_id)))
+
+
+def probe_jobs(deployments: list[str], dag_id: str, run_id: str) -> list[dict]:
+    """One job per (deployment, probe) whose sample was drawn: the mapped probe tasks' inputs.
+
+    Read from the ledger rather than from the sample tasks' XCom, so one deployment's failed
+    sample does not stop the others' probes.
+    """
+    config = load_config()
+    jobs = []
+    for deployment in deployments:
+        ref = find_ref(deployment, dag_id, run_id)
+        if ref is None or not (Path(ref.artifact_dir) / artifacts.SAMPLE_FILE).is_file():
+            log.warning("%s: no sample for this run; its probes are skipped", deployment)
+            continue
+        jobs += [{"ref": ref.to_xcom(), "probe": name} for name in config.deployment(deployment).probes]
+    return jobs
+
+
+def probe(ref_data: dict, name: str) -> dict:
+    """Fit probe `name` on the auxiliary corpus (or load it from the model cache) and score it.
+
+    Its scores, or its error, go to the run's folder; a failing probe loses no other probe's
+    scores. Returns counts only.
+    """
     ref = RunRef.from_xcom(ref_data)
     config = load_config()
     dep_cfg = config.deployment(ref.deployment)
-    with _failing_run(ref.audit_run_id):
-        with session_scope() as session:
-            version = session.get(AuditRun, ref.audit_run_id).version.name
+    with session_scope() as session:
+        version = session.get(AuditRun, ref.audit_run_id).version.name
+    try:
         pipeline = build_pipeline(config, ref.deployment, version)
-        drawn = artifacts.read_sample(Path(ref.artifact_dir))
-        corpus = dep_cfg.auxiliary_corpus
-        messages = generate_messages(corpus.size, corpus.seed)
-        aux_texts = tuple(m.text for m in messages)
-        cache = EmbeddingCache(config.resolve(config.cache_dir) / "embeddings")
-        oracle_rng = np.random.default_rng(corpus.seed + 1)
-        # The attacker embeds its corpus through the same pipeline, noise included (noise-aware),
-        # and may call the pipeline itself, as anyone with access to the deployed API can.
-        aux = Auxiliary(aux_texts, pipeline.embed(list(aux_texts), np.random.default_rng(corpus.seed), cache=cache),
-                        labels=tuple(m.category for m in messages), secrets=tuple(m.secrets for m in messages),
-                        embed=lambda texts: pipeline.embed(texts, oracle_rng))
-        for name, params in dep_cfg.probes.items():
-            started = time.perf_counter()
-            attack = make_probe(name, params, seed=corpus.seed)
-            scores = attack.fit(aux).score(drawn)
-            artifacts.write_scores(Path(ref.artifact_dir), name, scores)
-            log.info("audit run %d: %s scored %d metrics on n=%d in %.1f s", ref.audit_run_id, name,
-                     len(scores), len(drawn), time.perf_counter() - started)
-    return ref.to_xcom()
+        seed = _auditor_seed(config, ref.deployment)
+        auditor = Auditor(pipeline, auxiliary_corpus(config, ref.deployment), seed=seed,
+                          cache_dir=config.resolve(config.cache_dir))
+        targets = {"sample": artifacts.read_sample(Path(ref.artifact_dir))}
+        if dep_cfg.canaries.count:
+            rng = np.random.default_rng(run_seed(ref.dag_id, ref.run_id, ref.deployment, "canaries"))
+            canaries = corpora.canaries(dep_cfg.canaries.count, dep_cfg.canaries.seed)
+            targets["canaries"] = embed_corpus(pipeline, canaries, rng, version, prefix="canary-")
+        result = auditor.run(name, dep_cfg.probes[name], targets)
+    except (SourceError, LedgerUnavailable):
+        raise  # transient: let Airflow retry
+    except EmbwardenError as exc:
+        result = ProbeResult(name, "none", error=f"{type(exc).__name__}: {exc}")
+    artifacts.write_probe_result(Path(ref.artifact_dir), result)
+    if result.error:
+        raise _no_retry(ProbeError(f"{ref.deployment}/{name}: {result.error}"))
+    log.info("audit run %d: %s scored %d metrics on %s", ref.audit_run_id, name, len(result.scores), result.target)
+    return {"deployment": ref.deployment, "probe": name, "target": result.target, "scores": len(result.scores)}
 
 
-def record(ref_data: dict) -> dict:
-    """Write the probes' scores to the ledger, overwriting this run's earlier attempt."""
-    ref = RunRef.from_xcom(ref_data)
-    by_probe = artifacts.read_scores(Path(ref.artifact_dir))
+def record(deployment: str, dag_id: str, run_id: str) -> dict:
+    """Write every probe's scores to the ledger (overwriting this run's earlier attempt) and note
+    the probes that failed on the run. Runs whatever became of the probe tasks."""
+    ref = find_ref(deployment, dag_id, run_id)
+    if ref is None:
+        raise _skip(f"{deployment}: no audit run was opened; nothing to record")
+    config = load_config()
+    expected = list(config.deployment(deployment).probes)
+    with session_scope() as session:
+        if session.get(AuditRun, ref.audit_run_id).status in ("failed", "invalid"):
+            raise _skip(f"{deployment}: audit run {ref.audit_run_id} stopped before its probes")
+    results = artifacts.read_probe_results(Path(ref.artifact_dir))
+    errors = [f"{name}: {results[name].error}" if name in results else f"{name}: no result (task failed, see its log)"
+              for name in expected if name not in results or results[name].error]
     with _failing_run(ref.audit_run_id), session_scope() as session:
-        if not by_probe:
-            raise ProbeError(f"audit run {ref.audit_run_id}: no probe wrote scores to {ref.artifact_dir}")
-        existing = {(s.task, s.probe, s.metric): s for s in session.scalars(
-            sa.select(Score).where(Score.audit_run_id == ref.audit_run_id))}
-        for scores in by_probe.values():
-            for s in scores:
+        run = session.get(AuditRun, ref.audit_run_id)
+        existing = {(s.task, s.probe, s.metric): s for s in run.scores}
+        recorded = 0
+        for result in results.values():
+            for s in result.scores:
                 row = existing.get((PROBE_TASK, s.probe, s.metric))
                 if row is None:
-                    row = Score(audit_run_id=ref.audit_run_id, task=PROBE_TASK, probe=s.probe, metric=s.metric)
+                    row = Score(audit_run_id=run.id, task=PROBE_TASK, probe=s.probe, metric=s.metric)
                     session.add(row)
                 row.value, row.ci_low, row.ci_high, row.n = s.value, s.ci_low, s.ci_high, s.n
+                row.target = result.target
                 row.recorded_at = utcnow()
+                recorded += 1
+        run.error = "; ".join(errors) or None
+        if not recorded:
+            raise ProbeError(f"audit run {run.id}: no probe produced scores ({run.error})")
     return ref.to_xcom()
 
 
-def evaluate(ref_data: dict) -> dict:
+def _live_ref(deployment: str, dag_id: str, run_id: str, step: str) -> RunRef:
+    """The run's reference, or skip `step` when the run stopped earlier (its error is recorded)."""
+    ref = find_ref(deployment, dag_id, run_id)
+    if ref is None:
+        raise _skip(f"{deployment}: no audit run was opened; nothing to {step}")
+    with session_scope() as session:
+        run = session.get(AuditRun, ref.audit_run_id)
+        if run.status in ("failed", "invalid"):
+            raise _skip(f"{deployment}: audit run {run.id} is {run.status} ({run.error}); nothing to {step}")
+        if step == "evaluate" and not run.scores:
+            raise _skip(f"{deployment}: audit run {run.id} has no recorded scores; nothing to evaluate")
+        if step == "act" and run.verdict is None:
+            raise _skip(f"{deployment}: audit run {run.id} has no verdict; nothing to act on")
+    return ref
+
+
+def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
     """Set the run's scores against the effective thresholds and store the verdict."""
     from monitors.policy import evaluate as verdict_of
 
-    ref = RunRef.from_xcom(ref_data)
+    ref = _live_ref(deployment, dag_id, run_id, "evaluate")
     with _failing_run(ref.audit_run_id), session_scope() as session:
         run = session.get(AuditRun, ref.audit_run_id)
         thresholds = effective_thresholds(session, run.deployment)
         result = verdict_of(run.scores, thresholds)
         run.thresholds = {metric: {**asdict(levels)} for metric, levels in thresholds.items()}
         run.verdict = result.verdict
-        run.status, run.error = "succeeded", None
+        run.status = "succeeded"  # `error` keeps the failed probes, if any
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.
         run.report_path = str(Path(ref.artifact_dir) / "report.html")
@@ -241,9 +330,9 @@ def evaluate(ref_data: dict) -> dict:
     return ref.to_xcom()
 
 
-def act(ref_data: dict) -> dict:
+def act(deployment: str, dag_id: str, run_id: str) -> dict:
     """Carry out the verdict's actions, each recorded before it happens and marked after."""
-    ref = RunRef.from_xcom(ref_data)
+    ref = _live_ref(deployment, dag_id, run_id, "act")
     with session_scope() as session:
         verdict = session.get(AuditRun, ref.audit_run_id).verdict
     for kind in actions.planned(verdict):
@@ -264,8 +353,11 @@ def act(ref_data: dict) -> dict:
     return ref.to_xcom()
 
 
-def write_report(ref_data: dict) -> str:
-    ref = RunRef.from_xcom(ref_data)
+def write_report(deployment: str, dag_id: str, run_id: str) -> str:
+    """The run's report, whatever became of it: a failed run's report says why."""
+    ref = find_ref(deployment, dag_id, run_id)
+    if ref is None:
+        raise _skip(f"{deployment}: no audit run was opened; no report")
     with session_scope() as session:
         run = session.get(AuditRun, ref.audit_run_id)
         content = report.build(session, run)

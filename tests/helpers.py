@@ -40,7 +40,8 @@ def messages(n: int, seed: int) -> list[str]:
 
 def write_config(path: Path, source_url: str, table: str = "prod_vectors", sigma_v1: float = 0.2,
                  aux_size: int = 600, epochs: int = 30, sample_size: int = 120, thresholds: dict | None = None,
-                 artifacts: Path | None = None, cache: Path | None = None) -> Path:
+                 artifacts: Path | None = None, cache: Path | None = None, probes: dict | None = None,
+                 canaries: int = 60) -> Path:
     config = {
         "artifacts": {"root": str(artifacts or path.parent / "artifacts"), "retention_days": 30},
         "cache_dir": str(cache or path.parent / "cache"),
@@ -56,9 +57,10 @@ def write_config(path: Path, source_url: str, table: str = "prod_vectors", sigma
                 "active_version": "v1",
                 "sample_size": sample_size,
                 "auxiliary_corpus": {"kind": "synthetic", "size": aux_size, "seed": 1},
-                "probes": {"bow_inversion": {"epochs": epochs, "bootstrap_resamples": 500}},
+                "canaries": {"count": canaries, "seed": 7},
+                "probes": {"bow_inversion": {"epochs": epochs, "bootstrap_resamples": 500}, **(probes or {})},
                 "thresholds": thresholds if thresholds is not None else
-                {"bow_inversion.token_f1": {"warn": 0.3, "gate": 0.35, "rollback": 0.4}},
+                {"bow_inversion.token_f1": {"warn": 0.45, "gate": 0.5, "rollback": 0.55}},
             }
         },
     }

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from audits.errors import ConfigError
+from audits.probes.attribute_inference import AttributeInference
 from audits.probes.bow_inversion import BowInversion
 from audits.probes.candidate_inversion import CandidateInversion
+from audits.probes.generative_inversion import GenerativeInversion
 
-PROBES: dict[str, type] = {BowInversion.name: BowInversion, CandidateInversion.name: CandidateInversion}
+PROBES: dict[str, type] = {
+    probe.name: probe
+    for probe in (BowInversion, CandidateInversion, AttributeInference, GenerativeInversion)
+}
 
 
 def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):

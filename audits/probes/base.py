@@ -29,6 +29,9 @@ class Auxiliary:
     labels: tuple[str, ...] | None = None
     secrets: tuple[dict[str, str], ...] | None = None
     embed: Embed | None = None  # the live pipeline as an oracle (fresh transform noise per call)
+    # The same texts through the pipeline again, with fresh transform randomness: an attacker who
+    # can call the pipeline sees many noisy copies of its corpus, and trains on all of them.
+    redraw: Callable[[], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.vectors):

@@ -61,11 +61,14 @@ class BowInversion:
     """
 
     name = "bow_inversion"
+    needs = ("texts",)
     common_word_share = 0.05
 
     def __init__(self, seed: int = 0, vocab_size: int = 4000, min_count: int = 2, hidden: int = 1024,
                  epochs: int = 30, learning_rate: float = 1e-3, batch_size: int = 128,
-                 weight_decay: float = 1e-5, validation_fraction: float = 0.15,
+                 weight_decay: float = 1e-5, dropout: float = 0.1, noise_draws: int = 8, layers: int = 1,
+                 positive_weight: str = "sqrt",
+                 validation_fraction: float = 0.15,
                  bootstrap_resamples: int = 2000) -> None:
         self.seed = seed
         self.vocab_size = vocab_size
@@ -75,6 +78,14 @@ class BowInversion:
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.noise_draws = max(1, noise_draws)
+        if layers not in (1, 2):
+            raise ValueError(f"bow_inversion.layers must be 1 or 2, got {layers}")
+        if positive_weight not in ("sqrt", "balanced", "none"):
+            raise ValueError(f"bow_inversion.positive_weight must be sqrt, balanced or none, got {positive_weight!r}")
+        self.layers = layers
+        self.positive_weight = positive_weight
         self.validation_fraction = validation_fraction
         self.bootstrap_resamples = bootstrap_resamples
 
@@ -105,35 +116,58 @@ class BowInversion:
         is_val = np.zeros(len(texts), dtype=bool)
         is_val[rng.permutation(len(texts))[:n_val]] = True
 
+        # Centre each coordinate and scale all by one factor: what tells texts of one template
+        # apart (a name, a condition) is a small deviation from the corpus' mean direction, and
+        # unit scale is where the network learns fastest (token F1 0.68 -> 0.71 on 8.5k texts).
+        # One factor, not one per coordinate: MiniLM has a constant coordinate, and dividing by
+        # its zero spread would blow any noise on it up to swamp everything else.
+        self.center_ = vectors[~is_val].mean(0)
+        self.scale_ = float((vectors[~is_val] - self.center_).std()) or 1.0
+        vectors = (vectors - self.center_) / self.scale_
+        draws = [vectors[~is_val]]
+
+        def epoch_inputs(epoch: int) -> np.ndarray:
+            """Fresh transform noise for each epoch (up to `noise_draws` copies) when the pipeline
+            can be called again: the attacker learns the noise instead of memorising one draw."""
+            k = epoch % self.noise_draws if aux.redraw is not None else 0
+            while len(draws) <= k:
+                redrawn = np.asarray(aux.redraw(), dtype=np.float32)
+                draws.append(((redrawn - self.center_) / self.scale_)[~is_val])
+            return draws[k]
+
         torch.manual_seed(self.seed)
         dim = vectors.shape[1]
-        model = torch.nn.Sequential(
-            torch.nn.Linear(dim, self.hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1),
-            torch.nn.Linear(self.hidden, len(vocab)),
-        )
+        blocks = []
+        for i in range(self.layers):
+            blocks += [torch.nn.Linear(dim if i == 0 else self.hidden, self.hidden), torch.nn.ReLU(),
+                       torch.nn.Dropout(self.dropout)]
+        model = torch.nn.Sequential(*blocks, torch.nn.Linear(self.hidden, len(vocab)))
         with flush_denormals():
-            self._train(model, vectors[~is_val], targets[~is_val])
+            self._train(model, epoch_inputs, targets[~is_val])
 
         self.vocabulary_ = vocab
         self.model_ = model
-        val_probs = self._probabilities(vectors[is_val])
+        val_probs = self._probabilities(vectors[is_val], standardized=True)
         val_words = [words[i] for i in np.flatnonzero(is_val)]
         self.threshold_ = self._tune_threshold(val_probs, val_words)
         log.info("bow_inversion fitted: %d texts, vocabulary %d, threshold %.2f",
                  len(texts), len(vocab), self.threshold_)
         return self
 
-    def _train(self, model, x: np.ndarray, y: np.ndarray) -> None:
+    def _train(self, model, epoch_inputs, y: np.ndarray) -> None:
         import torch
 
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        yt = torch.from_numpy(y)
         # Positive words are rare per text; weighting them keeps the MLP from predicting nothing.
         pos = yt.mean(0).clamp(min=1e-4)
-        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=((1 - pos) / pos).sqrt())
+        balanced = (1 - pos) / pos
+        weight = {"sqrt": balanced.sqrt(), "balanced": balanced, "none": torch.ones_like(pos)}[self.positive_weight]
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
         opt = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.seed)
         model.train()
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
+            xt = torch.from_numpy(epoch_inputs(epoch))
             perm = torch.randperm(len(xt), generator=gen)
             for start in range(0, len(xt), self.batch_size):
                 idx = perm[start : start + self.batch_size]
@@ -142,11 +176,14 @@ class BowInversion:
                 opt.step()
         model.eval()
 
-    def _probabilities(self, vectors: np.ndarray) -> np.ndarray:
+    def _probabilities(self, vectors: np.ndarray, standardized: bool = False) -> np.ndarray:
         import torch
 
+        x = np.asarray(vectors, np.float32)
+        if not standardized:
+            x = ((x - self.center_) / self.scale_).astype(np.float32)
         with torch.inference_mode(), flush_denormals():
-            return torch.sigmoid(self.model_(torch.from_numpy(np.asarray(vectors, np.float32)))).numpy()
+            return torch.sigmoid(self.model_(torch.from_numpy(x))).numpy()
 
     def _predict_sets(self, probs: np.ndarray, threshold: float) -> list[set[str]]:
         vocab = self.vocabulary_
@@ -162,6 +199,12 @@ class BowInversion:
         return best
 
     # -- score -----------------------------------------------------------------------------
+    def predict(self, vectors: np.ndarray) -> list[set[str]]:
+        """The words the attacker believes each vector's text contains."""
+        if not hasattr(self, "model_"):
+            raise ProbeError("bow_inversion used before fit")
+        return self._predict_sets(self._probabilities(vectors), self.threshold_)
+
     def score(self, sample: Sample) -> list[Score]:
         if not hasattr(self, "model_"):
             raise ProbeError("bow_inversion.score called before fit")
@@ -171,7 +214,7 @@ class BowInversion:
                 "set source.columns.text for this deployment"
             )
         stop = _stop_words()
-        predicted = self._predict_sets(self._probabilities(sample.vectors), self.threshold_)
+        predicted = self.predict(sample.vectors)
         rows, recovered = [], []
         for i, (pred, text) in enumerate(zip(predicted, sample.texts, strict=True)):
             actual = content_words(text, stop)

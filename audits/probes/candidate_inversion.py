@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 
+from audits.corpora import secret_kind
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, proportion_with_ci
 from audits.probes.base import Auxiliary, Embed
@@ -25,14 +26,19 @@ log = logging.getLogger(__name__)
 
 
 class CandidateInversion:
-    name = "candidate_inversion"
+    """`kinds` limits the trials to secrets of those kinds; None tries every kind the targets carry."""
 
-    def __init__(self, seed: int = 0, kinds: tuple[str, ...] | list[str] = ("name", "condition"),
+    name = "candidate_inversion"
+    needs = ("texts", "secrets")
+
+    def __init__(self, seed: int = 0, kinds: tuple[str, ...] | list[str] | None = ("surname", "condition", "secret"),
                  candidates: int = 100, max_trials: int = 50, bootstrap_resamples: int = 2000) -> None:
         if candidates < 2:
             raise ValueError(f"candidate_inversion.candidates must be >= 2, got {candidates}")
+        if max_trials < 1:
+            raise ValueError(f"candidate_inversion.max_trials must be >= 1, got {max_trials}")
         self.seed = seed
-        self.kinds = tuple(kinds)
+        self.kinds = None if kinds is None else tuple(kinds)
         self.candidates = candidates
         self.max_trials = max_trials
         self.bootstrap_resamples = bootstrap_resamples
@@ -41,16 +47,19 @@ class CandidateInversion:
         """Keep the oracle and, per kind, the attacker's pool of candidate values."""
         if aux.embed is None:
             raise ProbeError("candidate_inversion needs the pipeline as an embedding oracle (aux.embed)")
-        self.pools_ = self._pools(aux.secrets or (), {kind: set() for kind in self.kinds})
+        self.pools_ = self._pools(aux.secrets or (), {})
         self.embed_: Embed = aux.embed
         return self
+
+    def _wanted(self, key: str) -> bool:
+        return self.kinds is None or secret_kind(key) in self.kinds
 
     def _pools(self, rows, pools: dict[str, set[str]]) -> dict[str, set[str]]:
         """Add each row's secret values to the pool of their kind."""
         for secrets in rows:
-            for kind in self.kinds:
-                if kind in secrets:
-                    pools[kind].add(secrets[kind])
+            for key, value in secrets.items():
+                if self._wanted(key):
+                    pools.setdefault(secret_kind(key), set()).add(value)
         return pools
 
     def score(self, sample: Sample) -> list[Score]:
@@ -62,16 +71,17 @@ class CandidateInversion:
         rng = np.random.default_rng(self.seed)
         # Candidates of the same kind may also come from the other targets.
         pools = self._pools(sample.secrets, {kind: set(values) for kind, values in self.pools_.items()})
-        trials = [(i, kind) for i, secrets in enumerate(sample.secrets) for kind in self.kinds
-                  if kind in secrets and secrets[kind] in sample.texts[i]]
+        trials = [(i, key) for i, secrets in enumerate(sample.secrets) for key in sorted(secrets)
+                  if self._wanted(key) and secrets[key] and secrets[key] in sample.texts[i]]
         if not trials:
-            raise ProbeError(f"candidate_inversion: no target has a secret of kind {list(self.kinds)} in its text")
+            wanted = "any kind" if self.kinds is None else f"kind {list(self.kinds)}"
+            raise ProbeError(f"candidate_inversion: no target has a secret of {wanted} in its text")
         if len(trials) > self.max_trials:
             trials = [trials[j] for j in sorted(rng.choice(len(trials), self.max_trials, replace=False))]
 
         variants, spans = [], []
-        for i, kind in trials:
-            truth = sample.secrets[i][kind]
+        for i, key in trials:
+            truth, kind = sample.secrets[i][key], secret_kind(key)
             others = sorted(pools[kind] - {truth})
             if not others:
                 raise ProbeError(f"candidate_inversion: no alternative values of kind {kind!r} to compare against")

@@ -1,4 +1,4 @@
-from audits.corpus import CATEGORIES, SECRET_SLOTS, TEMPLATES, corpus_hash, generate_messages
+from audits.corpus import CATEGORIES, DERIVED_SECRETS, SECRET_SLOTS, TEMPLATES, corpus_hash, generate_messages
 
 
 def test_templates_cover_every_domain_with_many_shapes():
@@ -15,9 +15,11 @@ def test_generation_is_reproducible_for_a_seed():
 def test_each_secret_appears_verbatim_in_its_text():
     for message in generate_messages(200, seed=3):
         assert message.secrets, message.template_id
-        assert set(message.secrets) <= SECRET_SLOTS
+        assert set(message.secrets) <= SECRET_SLOTS | set(DERIVED_SECRETS)
         for value in message.secrets.values():
             assert value in message.text
+        if "name" in message.secrets:
+            assert message.secrets["name"].endswith(" " + message.secrets["surname"])
 
 
 def test_different_seeds_give_different_people():

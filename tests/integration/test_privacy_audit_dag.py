@@ -35,7 +35,8 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder):
     rows = (rows_for("v1", texts_v1, v1, 1, as_bytes=False)
             + rows_for("v2", texts_v2, cache.encode(encoder, texts_v2), 1001, as_bytes=False))
     production_table(pg_url, rows)
-    config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache")
+    probes = {"candidate_inversion": {"candidates": 20, "max_trials": 10, "bootstrap_resamples": 200}}
+    config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache", probes=probes)
     ledger = sa.engine.make_url(pg_url)
     env = {
         **os.environ,
@@ -82,7 +83,10 @@ def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, 
             "JOIN versions v ON v.id = r.version_id ORDER BY r.id")).all()
         assert [(r[1], r[2], r[3]) for r in audit_runs] == [("v1", "succeeded", "pass"),
                                                            ("v2", "succeeded", "rollback")]
-        assert conn.execute(sa.text("SELECT count(*) FROM scores")).scalar() == 6
+        # Two probes, each its own mapped task: bag-of-words on the sample, candidates on canaries.
+        assert conn.execute(sa.text("SELECT probe, target, count(*) FROM scores GROUP BY probe, target "
+                                    "ORDER BY probe")).all() == [("bow_inversion", "sample", 6),
+                                                                 ("candidate_inversion", "canaries", 6)]
         assert conn.execute(sa.text(
             "SELECT v.name FROM deployments d JOIN versions v ON v.id = d.active_version_id")).scalar() == "v1"
         assert conn.execute(sa.text("SELECT state FROM gate_events ORDER BY id DESC LIMIT 1")).scalar() == "closed"

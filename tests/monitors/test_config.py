@@ -40,10 +40,22 @@ def write(tmp_path, mutate):
     (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(warn=None, gate=None, rollback=None),
      r"set at least one of warn, gate, rollback"),
     (lambda d: d.update(colour="red"), r"deployments.support-search.colour: Extra inputs are not permitted"),
+    (lambda d: d["probes"]["candidate_inversion"].update(candidates=1), r"candidates must be >= 2, got 1"),
+    (lambda d: d["probes"]["bow_inversion"].update(epoch=3), r"probe bow_inversion: bad parameters"),
+    (lambda d: d.update(auxiliary_corpus={"kind": "file"}), r"auxiliary_corpus.path: Field required"),
+    (lambda d: d.update(auxiliary_corpus={"kind": "sql", "query": "SELECT text FROM t"}), r"exactly one of 'url'"),
+    (lambda d: d.update(canaries={"count": -1}), r"canaries.count: Input should be greater than or equal to 0"),
 ])
 def test_bad_fields_are_named(tmp_path, mutate, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, mutate))
+
+
+def test_auxiliary_corpus_defaults_to_the_generator_and_reads_files(tmp_path):
+    config = load_config(write(tmp_path, lambda d: d.update(auxiliary_corpus={"size": 500})))
+    assert config.deployment("support-search").auxiliary_corpus.kind == "synthetic"
+    config = load_config(write(tmp_path, lambda d: d.update(auxiliary_corpus={"kind": "file", "path": "aux.jsonl"})))
+    assert config.resolve(config.deployment("support-search").auxiliary_corpus.path) == tmp_path / "aux.jsonl"
 
 
 def test_missing_and_unparsable_files(tmp_path):

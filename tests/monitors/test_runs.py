@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from audits.errors import SourceError
 from audits.pipeline import EmbeddingCache
@@ -44,12 +44,20 @@ def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch):
     return tmp_path
 
 
+DEP = "support-search"
+
+
+def probe_all(run_id: str) -> None:
+    for job in runs.probe_jobs([DEP], DAG, run_id):
+        runs.probe(job["ref"], job["probe"])
+
+
 def audit(run_id: str) -> dict:
-    ref = runs.sample("support-search", DAG, run_id)
-    for step in (runs.probe, runs.record, runs.evaluate, runs.act):
-        ref = step(ref)
-    runs.write_report(ref)
-    runs.cleanup("support-search", DAG, run_id)
+    """The DAG's tasks in order, as Airflow runs them for one deployment."""
+    ref = runs.sample(DEP, DAG, run_id)
+    probe_all(run_id)
+    for step in (runs.record, runs.evaluate, runs.act, runs.write_report, runs.cleanup):
+        step(DEP, DAG, run_id)
     return ref
 
 
@@ -65,13 +73,13 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows):
     with session_scope() as session:
         run = session.get(AuditRun, second["audit_run_id"])
         f1 = next(s for s in run.scores if s.metric == "token_f1")
-        assert run.version.name == "v2" and run.verdict == "rollback" and f1.value >= 0.4
-        assert run.thresholds["bow_inversion.token_f1"]["rollback"] == 0.4
+        assert run.version.name == "v2" and run.verdict == "rollback" and f1.value >= 0.55
+        assert run.thresholds["bow_inversion.token_f1"]["rollback"] == 0.55
         dep = session.scalar(sa.select(Deployment))
         assert dep.active_version.name == "v1"
         gate = gate_state(session, dep)
         assert gate.state == "closed" and gate.reason.startswith("bow_inversion.token_f1 = 0.")
-        assert "crossed rollback threshold 0.4 (version v2" in gate.reason
+        assert "crossed rollback threshold 0.55 (version v2" in gate.reason
         acts = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id)).all()
         assert [(a.kind, a.status) for a in acts] == [("alert", "done"), ("close_gate", "done"), ("rollback", "done")]
         assert acts[2].detail == {"from": "v2", "to": "v1"}
@@ -91,7 +99,7 @@ def test_a_retried_task_does_not_duplicate_rows_or_side_effects(setup, caplog):
     caplog.set_level(logging.WARNING, logger="embwarden.alerts")
     ref = audit("run-2")
     for step in (runs.record, runs.evaluate, runs.act):     # Airflow retries each of these
-        step(ref)
+        step(DEP, DAG, "run-2")
     runs.sample("support-search", DAG, "run-2")              # even the first task, with the same sample
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(AuditRun)) == 2
@@ -141,16 +149,51 @@ def test_a_missing_source_table_fails_the_run_and_may_be_retried(setup, ledger):
         assert run.status == "failed" and run.verdict is None and "does not exist" in run.error
 
 
-def test_an_unexpected_error_marks_the_run_failed_and_keeps_airflow_retries(setup):
+def test_an_unexpected_error_keeps_airflow_retries_and_a_run_without_scores_fails(setup):
     ref = runs.sample("support-search", DAG, "run-1")
     (Path(ref["artifact_dir"]) / "sample.npz").unlink()   # e.g. a worker lost its disk between tasks
+    assert runs.probe_jobs([DEP], DAG, "run-1") == []
     with pytest.raises(FileNotFoundError):
-        runs.probe(ref)
-    with session_scope() as session:
-        run = session.get(AuditRun, ref["audit_run_id"])
-        assert run.status == "failed" and run.error.startswith("FileNotFoundError")
+        runs.probe(ref, "bow_inversion")                    # not an EmbwardenError: Airflow retries it
     runs.sample("support-search", DAG, "run-1")               # the retry redraws the same sample
-    runs.evaluate(runs.record(runs.probe(ref)))
+    probe_all("run-1")
+    runs.record(DEP, DAG, "run-1")
+    runs.evaluate(DEP, DAG, "run-1")
     with session_scope() as session:
         run = session.get(AuditRun, ref["audit_run_id"])
         assert (run.status, run.error, run.verdict) == ("succeeded", None, "pass")
+
+    runs.sample("support-search", DAG, "run-2")
+    with pytest.raises(AirflowFailException, match="no probe produced scores"):
+        runs.record(DEP, DAG, "run-2")                        # its probe tasks never ran
+    with pytest.raises(AirflowSkipException):
+        runs.evaluate(DEP, DAG, "run-2")
+    runs.write_report(DEP, DAG, "run-2")                      # a failed run still gets its report
+    with session_scope() as session:
+        run = session.scalar(sa.select(AuditRun).where(AuditRun.run_id == "run-2"))
+        assert run.status == "failed" and "bow_inversion: no result" in run.error
+
+
+def test_probes_run_apart_score_canaries_when_the_sample_lacks_secrets_and_one_failing_loses_nothing(
+        ledger, production_rows, aux_cache, tmp_path, monkeypatch):
+    production_table(ledger, production_rows)
+    probes = {"candidate_inversion": {"candidates": 20, "max_trials": 10, "bootstrap_resamples": 200},
+              "attribute_inference": {"attribute": "has_pancreas"}}     # no text mentions one: it fails
+    monkeypatch.setenv("EMBWARDEN_CONFIG", str(write_config(tmp_path / "embwarden.yaml", source_url=ledger,
+                                                            cache=aux_cache, probes=probes)))
+    ref = runs.sample(DEP, DAG, "run-1")
+    jobs = runs.probe_jobs([DEP], DAG, "run-1")
+    assert [j["probe"] for j in jobs] == ["bow_inversion", "candidate_inversion", "attribute_inference"]
+    with pytest.raises(AirflowFailException, match="attribute_inference: ProbeError: .*has one value"):
+        probe_all("run-1")                                  # the last job fails; the others wrote their scores
+    for step in (runs.record, runs.evaluate, runs.act, runs.write_report):
+        step(DEP, DAG, "run-1")
+    with session_scope() as session:
+        run = session.get(AuditRun, ref["audit_run_id"])
+        targets = {(s.probe, s.target) for s in run.scores}
+        assert targets == {("bow_inversion", "sample"), ("candidate_inversion", "canaries")}
+        assert {s.metric for s in run.scores if s.probe == "candidate_inversion"} == {"top1", "top5", "exposure_bits"}
+        assert run.status == "succeeded" and run.verdict == "pass"
+        assert run.error.startswith("attribute_inference: ProbeError")
+    report = (Path(ref["artifact_dir"]) / "report.html").read_text()
+    assert "Probes that failed" in report and "canaries" in report

@@ -1,0 +1,216 @@
+"""One audit of a pipeline: fit each probe on the auxiliary corpus (or reuse it), score targets.
+
+The DAG's probe tasks and `embwarden audit` both go through `Auditor`, so a pre-deployment
+check and the daily audit measure the same thing. Fitted attack models are cached on disk per
+(pipeline, corpus hash, probe, parameters, seed, attacker kind) and reused by later runs; any
+change in one of them is a different key, hence a fresh fit. Clean embeddings of the corpus are
+cached separately (audits.pipeline.EmbeddingCache), so a new probe setting does not re-encode.
+
+Targets are a production sample or canaries; each probe scores the first of them that has what
+it needs (texts, known secrets, labels), and the result says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from audits.corpora import Corpus
+from audits.errors import EmbwardenError, ProbeError
+from audits.pipeline import EmbeddingCache, Pipeline
+from audits.probes import make_probe
+from audits.probes.base import Auxiliary
+from audits.results import Sample, Score
+
+log = logging.getLogger(__name__)
+
+# Bump when a probe's fitted state changes shape: older cache entries are then ignored.
+MODEL_CACHE_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe's outcome on one set of targets; `error` is set instead of scores when it failed."""
+
+    probe: str
+    target: str
+    scores: tuple[Score, ...] = ()
+    error: str | None = None
+    cached: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"probe": self.probe, "target": self.target, "scores": [s.to_dict() for s in self.scores],
+                "error": self.error, "cached": self.cached, "timings": self.timings}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProbeResult:
+        return cls(data["probe"], data["target"], tuple(Score.from_dict(s) for s in data["scores"]),
+                   data.get("error"), data.get("cached", False), data.get("timings", {}))
+
+
+def needs_of(probe) -> frozenset[str]:
+    """What a probe needs its targets to carry besides vectors: texts, secrets, labels."""
+    return frozenset(getattr(probe, "needs", ("texts",)))
+
+
+def has(sample: Sample, needs: frozenset[str]) -> bool:
+    return all(getattr(sample, what) is not None for what in needs)
+
+
+def embed_corpus(pipeline: Pipeline, corpus: Corpus, rng: np.random.Generator, version: str,
+                 prefix: str, cache: EmbeddingCache | None = None) -> Sample:
+    """Targets the attacker did not see, embedded through the live pipeline (fresh noise).
+
+    `cache` is for synthetic targets only (canaries, benchmarks): never cache production text.
+    """
+    vectors = pipeline.embed(list(corpus.texts), rng, cache=cache)
+    ids = tuple(f"{prefix}{i}" for i in range(len(corpus)))
+    return Sample(ids, vectors, corpus.texts, version, secrets=corpus.secrets, labels=corpus.labels)
+
+
+class ModelCache:
+    """Fitted probes pickled under `root`. Only this process writes there: keep it private (0700),
+    since loading a pickle runs code."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pkl"
+
+    def load(self, key: str):
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with path.open("rb") as fh:
+                return pickle.load(fh)
+        except Exception as exc:  # a truncated or incompatible entry is a miss, not a failure
+            log.warning("model cache entry %s unreadable (%s); fitting afresh", path.name, exc)
+            return None
+
+    def store(self, key: str, probe) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        oracle = getattr(probe, "embed_", None)
+        if oracle is not None:
+            probe.embed_ = None  # a live pipeline is not state; it is re-attached on load
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, suffix=".tmp", delete=False) as tmp:
+                pickle.dump(probe, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp.name, self.path(key))
+        finally:
+            if oracle is not None:
+                probe.embed_ = oracle
+
+
+class Auditor:
+    """Fits and scores probes against one pipeline with one auxiliary corpus.
+
+    `naive=True` trains the attacker on clean encoder output instead of vectors that went through
+    the pipeline's transform: it shows how much a noise-unaware probe under-reports.
+    """
+
+    def __init__(self, pipeline: Pipeline, aux: Corpus, seed: int = 0, cache_dir: Path | None = None,
+                 naive: bool = False, cache_oracle: bool = False) -> None:
+        self.pipeline = pipeline
+        self.corpus = aux
+        self.seed = seed
+        self.naive = naive
+        self.embedding_cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir else None
+        self.model_cache = ModelCache(Path(cache_dir) / "models") if cache_dir else None
+        self._oracle_rng = np.random.default_rng(seed + 1)
+        # Caching the oracle's clean encodings persists embeddings of variants of the targets'
+        # texts: allowed for synthetic targets (benchmarks), never for production samples.
+        self._oracle_cache = self.embedding_cache if cache_oracle else None
+        self._aux: Auxiliary | None = None
+        self.timings: dict[str, float] = {}
+
+    def oracle(self, texts: list[str]) -> np.ndarray:
+        """The live pipeline, as anyone with access to the deployed API can call it."""
+        return self.pipeline.embed(texts, self._oracle_rng, cache=self._oracle_cache)
+
+    def auxiliary(self) -> Auxiliary:
+        if self._aux is None:
+            started = time.perf_counter()
+            texts = list(self.corpus.texts)
+            rng = np.random.default_rng(self.seed)
+            if self.naive:
+                clean = self.embedding_cache.encode(self.pipeline.encoder, texts) if self.embedding_cache \
+                    else self.pipeline.encoder.encode(texts)
+                vectors = np.asarray(clean, dtype=np.float32)
+            else:
+                vectors = self.pipeline.embed(texts, rng, cache=self.embedding_cache)
+            redraw = None
+            if not self.naive and self.pipeline.transform.name != "none":
+                def redraw() -> np.ndarray:
+                    return self.pipeline.embed(texts, rng, cache=self.embedding_cache)
+            self._aux = Auxiliary(self.corpus.texts, vectors, labels=self.corpus.labels,
+                                  secrets=self.corpus.secrets, embed=self.oracle, redraw=redraw)
+            self.timings["embed_auxiliary_seconds"] = round(time.perf_counter() - started, 3)
+        return self._aux
+
+    def model_key(self, name: str, params: dict) -> str:
+        # What the attacker trained on: clean vectors (a naive attacker, or no transform) or
+        # vectors through this transform. A naive model is the same whatever the transform.
+        trained_on = "clean" if self.naive or self.pipeline.transform.name == "none" else repr(self.pipeline.transform)
+        identity = {
+            "format": MODEL_CACHE_FORMAT, "probe": name, "params": params, "seed": self.seed,
+            "encoder": self.pipeline.encoder.fingerprint, "trained_on": trained_on,
+            "corpus": self.corpus.hash, "corpus_size": len(self.corpus),
+        }
+        blob = json.dumps(identity, sort_keys=True, default=str).encode()
+        return f"{name}-{hashlib.sha256(blob).hexdigest()[:20]}"
+
+    def fitted(self, name: str, params: dict | None = None):
+        """The probe fitted on the auxiliary corpus, from the cache when it holds this exact setup."""
+        params = dict(params or {})
+        probe = make_probe(name, params, seed=self.seed)
+        key = self.model_key(name, params)
+        cached = self.model_cache.load(key) if self.model_cache else None
+        if cached is not None:
+            if hasattr(cached, "embed_"):
+                cached.embed_ = self.oracle
+            log.info("%s: fitted model from cache (%s)", name, key)
+            return cached, True, 0.0
+        aux = self.auxiliary()
+        started = time.perf_counter()
+        probe.fit(aux)
+        seconds = time.perf_counter() - started
+        if self.model_cache:
+            self.model_cache.store(key, probe)
+        return probe, False, seconds
+
+    def run(self, name: str, params: dict | None, targets: dict[str, Sample]) -> ProbeResult:
+        """Fit (or load) probe `name` and score the first of `targets` that has what it needs.
+
+        An EmbwardenError (bad input, a probe that cannot run on these targets) becomes the
+        result's `error`; anything else is a bug and propagates.
+        """
+        target = "none"
+        try:
+            needs = needs_of(make_probe(name, params, seed=self.seed))
+            target = next((t for t, s in targets.items() if has(s, needs)), None)
+            if target is None:
+                raise ProbeError(f"{name} needs targets with {', '.join(sorted(needs))}; "
+                                 f"none of {sorted(targets)} has them (configure canaries or a text column)")
+            probe, cached, fit_seconds = self.fitted(name, params)
+            started = time.perf_counter()
+            scores = tuple(probe.score(targets[target]))
+            score_seconds = time.perf_counter() - started
+        except EmbwardenError as exc:
+            log.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+            return ProbeResult(name, target, error=f"{type(exc).__name__}: {exc}")
+        log.info("%s on %s: %d scores, fit %.1f s%s, score %.1f s", name, target, len(scores), fit_seconds,
+                 " (cached)" if cached else "", score_seconds)
+        return ProbeResult(name, target, scores, cached=cached,
+                           timings={"fit_seconds": round(fit_seconds, 3), "score_seconds": round(score_seconds, 3)})

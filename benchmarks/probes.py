@@ -1,0 +1,241 @@
+"""Probe strength and audit speed figures (issue 3), for `make bench`.
+
+Strength: the attacker trains on 8,500 synthetic messages, the targets are 3,500 others
+(templates shared, people not), all-MiniLM-L6-v2, Gaussian noise sigma in SIGMAS added per
+coordinate. A naive attacker trains on clean vectors; a noise-aware one on vectors through the
+same transform. Candidate inversion needs no training: it has one row per sigma.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audits import corpora
+from audits.audit import Auditor, embed_corpus
+from audits.encoders import LocalEncoder, bundled_model_dir
+from audits.pipeline import EmbeddingCache, Pipeline
+from audits.probes.bow_inversion import _stop_words, content_words
+from audits.transforms import GaussianNoise, Identity
+
+SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1)
+CPU_PROBES = {
+    "bow_inversion": {},
+    "candidate_inversion": {},
+    "attribute_inference": {},
+}
+SURNAMES_AMONG_500 = {"kinds": ["surname"], "candidates": 500, "max_trials": 60}
+
+
+def _pipeline(encoder, sigma: float) -> Pipeline:
+    return Pipeline(encoder, GaussianNoise(sigma) if sigma else Identity())
+
+
+def _secret_recovery_by_kind(probe, sample, kinds=("surname", "condition")) -> dict[str, float]:
+    """Share of each kind's secret words among the bag-of-words attacker's predicted words."""
+    stop = _stop_words()
+    predicted = probe.predict(sample.vectors)
+    out = {}
+    for kind in kinds:
+        shares = []
+        for words, secrets in zip(predicted, sample.secrets, strict=True):
+            if kind in secrets:
+                secret = content_words(secrets[kind], stop) - probe.common_words_
+                if secret:
+                    shares.append(len(secret & words) / len(secret))
+        out[kind] = round(float(np.mean(shares)), 3)
+    return out
+
+
+def _in_vocabulary_f1(probe, sample) -> float:
+    """Token F1 counting only words the attacker's vocabulary holds: random digit strings
+    (phone, account, card numbers) are a quarter of these messages' words and no bag-of-words
+    attacker can name them; this is what Song & Raghunathan-style evaluations report."""
+    from audits.metrics import set_prf
+
+    stop, vocab = _stop_words(), set(probe.vocabulary_)
+    values = []
+    for words, text in zip(probe.predict(sample.vectors), sample.texts, strict=True):
+        actual = content_words(text, stop) & vocab
+        if actual:
+            values.append(set_prf(words, actual)[2])
+    return round(float(np.mean(values)), 3)
+
+
+def strength(cache_dir: Path, out_dir: Path) -> dict[str, float]:
+    encoder = LocalEncoder(bundled_model_dir())
+    embeddings = EmbeddingCache(cache_dir / "embeddings")
+    aux, targets = corpora.synthetic(8500, seed=1), corpora.synthetic(3500, seed=2)
+    figures: dict[str, float] = {}
+    rows = []
+    for sigma in SIGMAS:
+        pipeline = _pipeline(encoder, sigma)
+        sample = embed_corpus(pipeline, targets, np.random.default_rng(100), "bench", "t", cache=embeddings)
+        # On clean vectors both attackers are the same one (and the DAG's fitted model is reused).
+        for attacker in ("noise_aware",) if sigma == 0 else ("naive", "noise_aware"):
+            auditor = Auditor(pipeline, aux, seed=0, cache_dir=cache_dir, naive=attacker == "naive", cache_oracle=True)
+            for name, params in (("bow_inversion", {}), ("attribute_inference", {})):
+                result = auditor.run(name, params, {"targets": sample})
+                assert result.error is None, result.error
+                for s in result.scores:
+                    rows.append({"sigma": sigma, "attacker": attacker, "probe": name, "metric": s.metric,
+                                 "value": round(s.value, 3), "ci": [round(s.ci_low, 3), round(s.ci_high, 3)], "n": s.n})
+                if name == "bow_inversion":
+                    probe, _, _ = auditor.fitted(name, params)
+                    by_kind = _secret_recovery_by_kind(probe, sample)
+                    extra = {f"{kind}_recovery": value for kind, value in by_kind.items()}
+                    extra["token_f1_in_vocabulary"] = _in_vocabulary_f1(probe, sample)
+                    for metric, value in extra.items():
+                        rows.append({"sigma": sigma, "attacker": attacker, "probe": name,
+                                     "metric": metric, "value": value, "ci": None, "n": None})
+            if attacker == "noise_aware":
+                result = auditor.run("candidate_inversion", SURNAMES_AMONG_500, {"targets": sample})
+                assert result.error is None, result.error
+                for s in result.scores:
+                    rows.append({"sigma": sigma, "attacker": "oracle", "probe": "candidate_inversion (surname/500)",
+                                 "metric": s.metric, "value": round(s.value, 3),
+                                 "ci": [round(s.ci_low, 3), round(s.ci_high, 3)], "n": s.n})
+    for row in rows:
+        key = f"{row['probe'].split(' ')[0]}.{row['metric']}.sigma_{row['sigma']}.{row['attacker']}"
+        figures[key] = row["value"]
+    (out_dir / "strength.json").write_text(json.dumps(rows, indent=1))
+    (out_dir / "strength.md").write_text(_markdown(rows))
+    return figures
+
+
+def _markdown(rows: list[dict]) -> str:
+    """One line per (probe, metric, attacker), one column per sigma."""
+    lines = ["| probe | metric | attacker | " + " | ".join(f"σ={s}" for s in SIGMAS) + " |",
+             "|---|---|---|" + "---|" * len(SIGMAS)]
+    keys = sorted({(r["probe"], r["metric"], r["attacker"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    for probe, metric, attacker in keys:
+        cells = []
+        for sigma in SIGMAS:
+            match = [r for r in rows if (r["probe"], r["metric"], r["sigma"]) == (probe, metric, sigma)
+                     and (r["attacker"] == attacker or (sigma == 0 and attacker == "naive"))]
+            cells.append(f"{match[0]['value']:.3f}" if match else "")
+        lines.append(f"| {probe} | {metric} | {attacker} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def audit_10k_cached(cache_dir: Path) -> dict[str, float]:
+    """All CPU probes, models already fitted (by `strength`), on a 10,000-vector sample."""
+    encoder = LocalEncoder(bundled_model_dir())
+    pipeline = _pipeline(encoder, 0.0)
+    sample = embed_corpus(pipeline, corpora.synthetic(10_000, seed=3), np.random.default_rng(0), "bench", "s",
+                          cache=EmbeddingCache(cache_dir / "embeddings"))
+    auditor = Auditor(pipeline, corpora.synthetic(8500, seed=1), seed=0, cache_dir=cache_dir)
+    for name, params in CPU_PROBES.items():
+        auditor.fitted(name, params)  # make sure the cache holds them; not timed
+    started = time.perf_counter()
+    results = [auditor.run(name, params, {"sample": sample}) for name, params in CPU_PROBES.items()]
+    seconds = time.perf_counter() - started
+    assert all(r.cached and r.error is None for r in results), [r.error for r in results]
+    out = {"audit_10k_cached_seconds": round(seconds, 1)}
+    out.update({f"audit_10k_{r.probe}_score_seconds": r.timings["score_seconds"] for r in results})
+    return out
+
+
+def first_audit() -> dict[str, float]:
+    """A new version: nothing cached, a 20,000-text auxiliary corpus, all CPU probes, 1,000 targets."""
+    encoder = LocalEncoder(bundled_model_dir())
+    encoder.encode(["warm up the model"])
+    cache_dir = Path(tempfile.mkdtemp(prefix="embwarden-first-audit-"))
+    try:
+        started = time.perf_counter()
+        pipeline = _pipeline(encoder, 0.01)
+        auditor = Auditor(pipeline, corpora.synthetic(20_000, seed=5), seed=0, cache_dir=cache_dir)
+        sample = embed_corpus(pipeline, corpora.synthetic(1000, seed=6), np.random.default_rng(0), "bench", "s")
+        results = [auditor.run(name, params, {"sample": sample}) for name, params in CPU_PROBES.items()]
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    assert all(r.error is None for r in results), [r.error for r in results]
+    out = {"first_audit_seconds": round(seconds, 1),
+           "first_audit_embed_auxiliary_seconds": auditor.timings["embed_auxiliary_seconds"]}
+    out.update({f"first_audit_{r.probe}_fit_seconds": r.timings["fit_seconds"] for r in results})
+    return out
+
+
+def encoder_throughput_ratio() -> dict[str, float]:
+    """Our encoder against a bare length-sorted, batched AutoModel forward on the same texts."""
+    import torch
+
+    encoder = LocalEncoder(bundled_model_dir())
+    texts = list(corpora.synthetic(5000, seed=99).texts)
+    tokenizer, model = encoder._model
+    encoder.encode(texts[:128])
+
+    def raw() -> None:
+        ordered = sorted(texts, key=len)
+        with torch.inference_mode():
+            for start in range(0, len(ordered), encoder.batch_size):
+                batch = tokenizer(ordered[start:start + encoder.batch_size], padding=True, truncation=True,
+                                  max_length=encoder.max_length, return_tensors="pt")
+                model(**batch)
+
+    def timed(fn) -> float:
+        started = time.perf_counter()
+        fn()
+        return time.perf_counter() - started
+
+    ours, bare = timed(lambda: encoder.encode(texts)), timed(raw)
+    return {"encoder_texts_per_second": round(len(texts) / ours, 1),
+            "raw_forward_texts_per_second": round(len(texts) / bare, 1),
+            "encoder_throughput_ratio": round(bare / ours, 3)}
+
+
+def real_text(cache_dir: Path, out_dir: Path) -> dict[str, float]:
+    """bow_inversion on non-templated sentences, for growing auxiliary corpora (clean vectors)."""
+    from benchmarks.real_text import sentences
+
+    listing = cache_dir / "real_sentences.json"
+    if not listing.is_file():
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text(json.dumps(sentences(26_000, seed=0)))
+    texts = json.loads(listing.read_text())
+    targets, pool = texts[:2000], texts[2000:]
+    encoder = LocalEncoder(bundled_model_dir())
+    pipeline = _pipeline(encoder, 0.0)
+    sample = embed_corpus(pipeline, corpora.Corpus(tuple(targets)), np.random.default_rng(0), "bench", "r",
+                          cache=EmbeddingCache(cache_dir / "embeddings"))
+    figures, rows = {}, []
+    for size in (5500, 11_000, len(pool)):
+        auditor = Auditor(pipeline, corpora.Corpus(tuple(pool[:size])), seed=0, cache_dir=cache_dir)
+        result = auditor.run("bow_inversion", {}, {"targets": sample})
+        assert result.error is None, result.error
+        scores = {s.metric: s for s in result.scores}
+        figures[f"real_text.bow_inversion.token_f1.aux_{size}"] = round(scores["token_f1"].value, 3)
+        rows.append({"auxiliary_texts": size, **{m: round(s.value, 3) for m, s in scores.items()}})
+    (out_dir / "real_text.json").write_text(json.dumps(rows, indent=1))
+    return figures
+
+
+def generative(cache_dir: Path, out_dir: Path) -> dict[str, float]:
+    """generative_inversion (default settings: trains for at most ~9 minutes on CPU) on clean
+    vectors, and at sigma 0.1 for a naive and a noise-aware attacker."""
+    encoder = LocalEncoder(bundled_model_dir())
+    embeddings = EmbeddingCache(cache_dir / "embeddings")
+    aux, targets = corpora.synthetic(8500, seed=1), corpora.synthetic(3500, seed=2)
+    figures, rows = {}, []
+    for sigma, attackers in ((0.0, ("noise_aware",)), (0.1, ("naive", "noise_aware"))):
+        pipeline = _pipeline(encoder, sigma)
+        sample = embed_corpus(pipeline, targets, np.random.default_rng(100), "bench", "t", cache=embeddings)
+        for attacker in attackers:
+            auditor = Auditor(pipeline, aux, seed=0, cache_dir=cache_dir, naive=attacker == "naive", cache_oracle=True)
+            result = auditor.run("generative_inversion", {}, {"targets": sample})
+            assert result.error is None, result.error
+            for s in result.scores:
+                figures[f"generative_inversion.{s.metric}.sigma_{sigma}.{attacker}"] = round(s.value, 3)
+                rows.append({"sigma": sigma, "attacker": attacker, "probe": "generative_inversion", "metric": s.metric,
+                             "value": round(s.value, 3), "ci": [round(s.ci_low, 3), round(s.ci_high, 3)], "n": s.n})
+            if result.timings.get("fit_seconds"):
+                figures[f"generative_inversion_fit_seconds.sigma_{sigma}.{attacker}"] = result.timings["fit_seconds"]
+            figures[f"generative_inversion_score_seconds.sigma_{sigma}.{attacker}"] = result.timings["score_seconds"]
+    (out_dir / "generative.json").write_text(json.dumps(rows, indent=1))
+    return figures

@@ -1,0 +1,62 @@
+"""`embwarden audit`: files in, a JSON of scores out, through the same Auditor as the DAG."""
+
+import json
+
+from audits.corpus import generate_messages
+from monitors.cli import main
+
+METRICS = {"token_precision", "token_recall", "token_f1", "secret_recovery", "top1", "top5", "exposure_bits",
+           "auc", "advantage", "bleu", "exact_match", "cosine"}
+PARAMS = {"bow_inversion": {"epochs": 5, "bootstrap_resamples": 200},
+          "candidate_inversion": {"candidates": 10, "max_trials": 8, "bootstrap_resamples": 200},
+          "attribute_inference": {"bootstrap_resamples": 200}}
+
+
+def write(path, messages):
+    path.write_text("".join(json.dumps({"text": m.text, "secrets": m.secrets, "label": m.category}) + "\n"
+                            for m in messages))
+    return path
+
+
+def audit(tmp_path, *extra):
+    aux = write(tmp_path / "aux.jsonl", generate_messages(300, seed=1))
+    targets = write(tmp_path / "targets.jsonl", generate_messages(40, seed=2))
+    out = tmp_path / "out.json"
+    code = main(["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", str(aux), "--targets", str(targets),
+                 "--params", json.dumps(PARAMS), "--cache", str(tmp_path / "cache"), "--json", str(out), *extra])
+    return code, json.loads(out.read_text())
+
+
+def test_json_has_every_cpu_probe_score_and_timings(tmp_path, capsys):
+    code, doc = audit(tmp_path, "--noise-sigma", "0.01", "--seed", "3")
+    assert code == 0 and doc["errors"] == {}
+    assert {s["probe"] for s in doc["scores"]} == {"bow_inversion", "candidate_inversion", "attribute_inference"}
+    for score in doc["scores"]:
+        assert set(score) == {"probe", "metric", "value", "ci_low", "ci_high", "n"}
+        assert score["metric"] in METRICS and score["ci_low"] <= score["value"] <= score["ci_high"]
+    assert doc["timings"]["bow_inversion.fit_seconds"] > 0 and doc["setup"]["noise_sigma"] == 0.01
+    assert "bow_inversion.token_f1 = " in capsys.readouterr().out
+    again = audit(tmp_path, "--noise-sigma", "0.01", "--seed", "3")[1]     # the models come from the cache
+    assert all(again["cached"].values())
+    assert {(s["probe"], s["metric"]): s["value"] for s in again["scores"] if s["probe"] != "candidate_inversion"} \
+        == {(s["probe"], s["metric"]): s["value"] for s in doc["scores"] if s["probe"] != "candidate_inversion"}
+
+
+def test_a_probe_the_targets_cannot_feed_is_skipped_or_fails_by_name(tmp_path, capsys):
+    (tmp_path / "plain.jsonl").write_text('{"text": "just some text about a router"}\n' * 5)
+    aux = write(tmp_path / "aux.jsonl", generate_messages(300, seed=1))
+    out = tmp_path / "o.json"
+    base = ["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", str(aux), "--targets",
+            str(tmp_path / "plain.jsonl"), "--params", json.dumps(PARAMS), "--json", str(out),
+            "--cache", str(tmp_path / "cache")]
+    assert main(base) == 0
+    assert set(json.loads(out.read_text())["skipped"]) == {"candidate_inversion", "attribute_inference"}
+    assert main([*base, "--probes", "candidate_inversion"]) == 1
+    assert "candidate_inversion failed: ProbeError" in capsys.readouterr().err
+
+
+def test_a_malformed_targets_file_names_the_line(tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": \n')
+    code = main(["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", str(tmp_path / "bad.jsonl"),
+                 "--targets", str(tmp_path / "bad.jsonl"), "--json", str(tmp_path / "o.json")])
+    assert code == 2 and "bad.jsonl line 2: not valid JSON" in capsys.readouterr().err
