@@ -2,10 +2,13 @@
 ### Privacy audit
 
 Daily, for every deployment in `embwarden.yaml` (or only the one named in the `deployment`
-param): draw a sample of its production embeddings, run each configured inversion probe as its
-own task (a failing probe loses no other probe's scores), record the leakage scores in the
-ledger, set them against the thresholds and act on the verdict (alert, close the gate, roll back
-to the last version that passed), then write the report.
+param), and whenever a re-audit is asked for (an event on the `embwarden_reaudit` Asset, emitted
+after a rollback or a version activated by hand, names the deployment): draw a sample of its
+production embeddings, run each configured inversion probe as its own task (a failing probe
+loses no other probe's scores), record the leakage scores in the ledger, set them against the
+thresholds and act on the verdict (close the gate, roll back to the last version that passed
+and ask for its re-audit, reopen the gate when a re-audit passes, alert by mail and webhook),
+then write the report.
 
 Tasks pass deployment names and run ids, never vectors or text; the sample is deleted when the
 run ends, whatever its outcome. Steps after the probes run whatever became of the others and
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, TriggerRule, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
 
 AFTER_ALL = TriggerRule.ALL_DONE
+REAUDIT = Asset("embwarden_reaudit")  # monitors.assets.REAUDIT_ASSET
 
 
 @dag(
-    schedule="@daily",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@daily", timezone="UTC"), assets=REAUDIT),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -34,10 +38,11 @@ AFTER_ALL = TriggerRule.ALL_DONE
 )
 def privacy_audit():
     @task
-    def deployments(params=None) -> list[str]:
+    def deployments(params=None, triggering_asset_events=None) -> list[str]:
         from monitors.runs import list_deployments
 
-        return list_deployments(params.get("deployment"))
+        asked = [e.extra.get("deployment") for events in (triggering_asset_events or {}).values() for e in events]
+        return list_deployments(params.get("deployment"), [name for name in asked if name])
 
     @task
     def sample(deployment: str, dag_run=None) -> dict:
@@ -79,6 +84,20 @@ def privacy_audit():
         return act(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
+    def reaudit_requests(names: list[str], dag_run=None) -> list[dict]:
+        from monitors.runs import reaudit_requests
+
+        return reaudit_requests(names, dag_run.dag_id, dag_run.run_id)
+
+    @task(outlets=[REAUDIT], map_index_template="{{ request.deployment }}")
+    def reaudit(request: dict, outlet_events=None) -> str:
+        from monitors.runs import reaudit_requested
+
+        outlet_events[REAUDIT].extra = {k: request[k] for k in ("deployment", "version", "reason")}
+        reaudit_requested(request)
+        return request["deployment"]
+
+    @task(trigger_rule=AFTER_ALL)
     def report(deployment: str, dag_run=None) -> str:
         from monitors.runs import write_report
 
@@ -100,6 +119,9 @@ def privacy_audit():
     acted = act.expand(deployment=names)
     reported = report.expand(deployment=names)
     probed >> recorded >> evaluated >> acted >> reported >> cleanup.expand(deployment=names)
+    requests = reaudit_requests(names)
+    acted >> requests
+    reaudit.expand(request=requests)
 
 
 privacy_audit()

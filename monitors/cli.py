@@ -39,6 +39,34 @@ def main(argv: list[str] | None = None) -> int:
     act.add_argument("--reason", required=True)
     st = sub.add_parser("status", help="active version, gate and last audit of each deployment")
     st.add_argument("deployment", nargs="?")
+    th = sub.add_parser("thresholds", help="show, change and trace a deployment's thresholds")
+    th_sub = th.add_subparsers(dest="thresholds_command", required=True)
+    th_show = th_sub.add_parser("show", help="the thresholds in force (or those a past audit run was judged with)")
+    th_show.add_argument("deployment")
+    th_show.add_argument("--run", type=int, metavar="AUDIT_RUN_ID", help="an audit run id (see `status`)")
+    th_set = th_sub.add_parser("set", help="store new levels for a metric, with a reason")
+    th_set.add_argument("deployment")
+    th_set.add_argument("metric", help="probe.metric, e.g. bow_inversion.token_f1")
+    for level in ("warn", "gate", "rollback"):
+        th_set.add_argument(f"--{level}", type=_number(level), help=f"the {level} level")
+    th_set.add_argument("--lower-is-worse", action="store_true", help="lower values leak more (default: higher)")
+    th_set.add_argument("--basis", default="value", help="value (default), ci_low (sure leaks only) or ci_high")
+    th_set.add_argument("--reason", required=True)
+    th_set.add_argument("--author", default=None, help="who (default: the current user)")
+    th_hist = th_sub.add_parser("history", help="every threshold version with who, when, why, old and new")
+    th_hist.add_argument("deployment")
+    th_hist.add_argument("metric", nargs="?")
+    gate = sub.add_parser("gate", help="close or reopen a gate, roll back or forward by hand")
+    gate.add_argument("action", choices=["close", "reopen", "rollback", "activate"])
+    gate.add_argument("deployment")
+    gate.add_argument("--version", help="activate: the version; rollback: default the last that passed")
+    gate.add_argument("--reason", required=True)
+    al = sub.add_parser("alerts", help="alerts not yet delivered: list them, or send them again")
+    al.add_argument("alerts_command", choices=["list", "retry"])
+    sv = sub.add_parser("serve", help="run the reference embedding service of a deployment (honours its gate)")
+    sv.add_argument("deployment")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
     au = sub.add_parser("audit", help="probe a model directory on your own texts (pre-deployment check)")
     au.add_argument("--encoder", required=True, help="Hugging Face model directory, or bundled:all-MiniLM-L6-v2")
     au.add_argument("--aux", required=True, type=Path, help="the attacker's texts: JSONL or Parquet")
@@ -72,6 +100,24 @@ def main(argv: list[str] | None = None) -> int:
             with session_scope() as session:
                 activate(session, args.deployment, args.version, actor=getpass.getuser(), reason=args.reason)
             print(f"{args.deployment}: {args.version} is now active")
+        elif args.command == "thresholds":
+            return _thresholds(args)
+        elif args.command == "gate":
+            from monitors.gates import change
+
+            action = {"close": "close_gate", "reopen": "reopen_gate"}.get(args.action, args.action)
+            with session_scope() as session:
+                row = change(session, args.deployment, action, args.reason, getpass.getuser(), args.version)
+                print(f"{args.deployment}: {action} done {row.detail}; " + status_line(session, args.deployment))
+            if row.detail.get("reaudit"):
+                print("the active version changed: run privacy_audit for it (the privacy_gate DAG asks for "
+                      "that itself)")
+        elif args.command == "alerts":
+            return _alerts(args)
+        elif args.command == "serve":
+            from monitors.service import serve
+
+            serve(args.deployment, host=args.host, port=args.port, config_path=args.config)
         elif args.command == "status":
             config = load_config(args.config)
             names = [args.deployment] if args.deployment else sorted(config.deployments)
@@ -81,6 +127,64 @@ def main(argv: list[str] | None = None) -> int:
     except EmbwardenError as exc:
         print(f"embwarden: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _number(field: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field}: expected a number, found {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{field}: expected a finite number, found {text!r}")
+        return value
+    return parse
+
+
+def _thresholds(args) -> int:
+    from monitors.policy import Levels
+    from monitors.thresholds import effective, history, set_threshold
+
+    with session_scope() as session:
+        if args.thresholds_command == "set":
+            levels = Levels(args.warn, args.gate, args.rollback, not args.lower_is_worse, args.basis)
+            change = set_threshold(session, load_config(args.config), args.deployment, args.metric, levels,
+                                   args.author or getpass.getuser(), args.reason)
+            print(f"{change.deployment} {change.metric} version {change.version}: {_levels(change.new)} "
+                  f"(was {_levels(change.old) if change.old else 'unset'}) by {change.author}: {change.reason}")
+        elif args.thresholds_command == "show":
+            for metric, levels in sorted(effective(session, args.deployment, args.run).items()):
+                print(f"{metric}: {_levels(levels)}")
+        else:
+            for c in history(session, args.deployment, args.metric):
+                print(f"{c.created_at:%Y-%m-%d %H:%M:%S} {c.metric} v{c.version} by {c.author}: "
+                      f"{_levels(c.old) if c.old else 'unset'} -> {_levels(c.new)}; {c.reason}")
+    return 0
+
+
+def _levels(levels: dict) -> str:
+    shown = [f"{k}={levels[k]}" for k in ("warn", "gate", "rollback") if levels.get(k) is not None]
+    if not levels.get("higher_is_worse", True):
+        shown.append("lower is worse")
+    if levels.get("basis", "value") != "value":
+        shown.append(f"judged on {levels['basis']}")
+    return " ".join(shown)
+
+
+def _alerts(args) -> int:
+    from monitors.ledger import AlertRecord
+    from monitors.runs import deliver_alerts
+
+    if args.alerts_command == "retry":
+        errors = deliver_alerts(load_config(args.config))
+        for error in errors:
+            print(f"embwarden: still undelivered: {error}", file=sys.stderr)
+        return 1 if errors else 0
+    with session_scope() as session:
+        for row in session.scalars(sa.select(AlertRecord).where(AlertRecord.status != "sent")
+                                   .order_by(AlertRecord.id)):
+            print(f"alert {row.id} {row.kind} {row.channel} {row.status} after {row.attempts} attempts: {row.error}")
     return 0
 
 

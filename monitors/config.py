@@ -18,7 +18,6 @@ from audits.errors import ConfigError
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 METRIC_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
-LEVELS = ("warn", "gate", "rollback")
 DEFAULT_CONFIG = "embwarden.yaml"
 
 
@@ -135,23 +134,51 @@ class CanaryConfig(_Model):
 
 
 class ThresholdConfig(_Model):
-    """Levels of one metric. Higher values are worse unless `higher_is_worse` is false."""
+    """Levels of one metric. Higher values are worse unless `higher_is_worse` is false; `basis`
+    says which bound of the score is judged: value, ci_low (sure leaks only) or ci_high."""
 
     warn: float | None = Field(default=None, allow_inf_nan=False)
     gate: float | None = Field(default=None, allow_inf_nan=False)
     rollback: float | None = Field(default=None, allow_inf_nan=False)
     higher_is_worse: bool = True
+    basis: Literal["value", "ci_low", "ci_high"] = "value"
+
+    def levels(self):
+        from monitors.policy import Levels
+
+        return Levels(self.warn, self.gate, self.rollback, self.higher_is_worse, self.basis)
 
     @model_validator(mode="after")
     def _ordered(self) -> ThresholdConfig:
-        given = [(level, getattr(self, level)) for level in LEVELS if getattr(self, level) is not None]
-        if not given:
-            raise ValueError("set at least one of warn, gate, rollback")
-        for (lo_name, lo), (hi_name, hi) in zip(given, given[1:], strict=False):
-            if (self.higher_is_worse and lo > hi) or (not self.higher_is_worse and lo < hi):
-                order = "<=" if self.higher_is_worse else ">="
-                raise ValueError(f"levels out of order: expected {lo_name} {order} {hi_name}, got {lo} and {hi}")
+        problems = self.levels().problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+
+class EmailChannelConfig(_Model):
+    """Alert mail through Airflow's SmtpNotifier; host, port and login come from the connection."""
+
+    kind: Literal["email"]
+    to: list[str] = Field(min_length=1)
+    connection: str = "embwarden_smtp"
+    from_email: str | None = None
+
+
+class WebhookChannelConfig(_Model):
+    """An HTTP POST through Airflow's HttpNotifier; the connection holds the URL and credentials.
+
+    `format: json` posts the alert's fields; `format: slack` posts a Slack-compatible message
+    (`text` and `blocks`), for Slack incoming webhooks and the many tools that accept them.
+    """
+
+    kind: Literal["webhook"]
+    connection: str = "embwarden_webhook"
+    format: Literal["json", "slack"] = "json"
+    endpoint: str | None = None
+
+
+AlertChannelConfig = Annotated[EmailChannelConfig | WebhookChannelConfig, Field(discriminator="kind")]
 
 
 class DeploymentConfig(_Model):
@@ -163,7 +190,14 @@ class DeploymentConfig(_Model):
     canaries: CanaryConfig = CanaryConfig()
     probes: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"bow_inversion": {}})
     thresholds: dict[str, ThresholdConfig] = Field(default_factory=dict)
+    # When the audit cannot run (source or encoder down): alert and leave the gate as it is
+    # (fail_open), or also close it (fail_closed).
     on_audit_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    # After a rollback, reopen the gate when the re-audit of the restored version passes (auto),
+    # or leave it closed for a person to reopen (manual).
+    reopen: Literal["auto", "manual"] = "auto"
+    # Alert channels of this deployment; when absent, the top-level `alerts` apply.
+    alerts: list[AlertChannelConfig] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentConfig:
@@ -179,23 +213,30 @@ class DeploymentConfig(_Model):
                 make_probe(probe, params)
             except ProbeConfigError as exc:
                 raise ValueError(str(exc)) from None
-        for key in self.thresholds:
+        from monitors.policy import metric_problems
+
+        for key, tcfg in self.thresholds.items():
             if not METRIC_KEY.match(key):
                 raise ValueError(f"thresholds: {key!r} is not of the form probe.metric")
-            if key.split(".")[0] not in self.probes:
-                raise ValueError(f"thresholds: {key!r} names probe {key.split('.')[0]!r}, which is not in probes")
+            problems = metric_problems(key, tcfg.levels(), self.probes)
+            if problems:
+                raise ValueError("thresholds." + "; thresholds.".join(problems))
         return self
 
 
 class ArtifactsConfig(_Model):
     root: str = ".embwarden/artifacts"
     retention_days: int = Field(default=30, ge=1)
+    # Where `root` is served (https://reports.example.com/embwarden); alerts link reports there.
+    # Unset, alerts give the report's file path.
+    base_url: str | None = None
 
 
 class EmbwardenConfig(_Model):
     artifacts: ArtifactsConfig = ArtifactsConfig()
     cache_dir: str = ".embwarden/cache"
     deployments: dict[Annotated[str, Field(pattern=NAME)], DeploymentConfig] = Field(min_length=1)
+    alerts: list[AlertChannelConfig] = Field(default_factory=list)
 
     # Set by load_config: the directory relative paths are resolved against.
     base_dir: Path = Path(".")
@@ -211,6 +252,10 @@ class EmbwardenConfig(_Model):
         except KeyError:
             known = sorted(self.deployments)
             raise ConfigError(f"unknown deployment {name!r}; the configuration has {known}") from None
+
+    def alert_channels(self, name: str) -> list:
+        dep = self.deployment(name)
+        return list(self.alerts if dep.alerts is None else dep.alerts)
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -250,7 +295,7 @@ def format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         # Discriminated unions add the tag to the path; it is not a field the user wrote.
-        loc = re.sub(r"\.(sql|parquet|file|local|none|gaussian_noise|synthetic)(?=\.|$)", "", loc)
+        loc = re.sub(r"\.(sql|parquet|file|local|none|gaussian_noise|synthetic|email|webhook)(?=\.|$)", "", loc)
         found = err.get("input")
         shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
         msg = err["msg"].removeprefix("Value error, ")

@@ -1,11 +1,15 @@
 """`make demo`: the whole loop on the embedded default (SQLite, bundled MiniLM, synthetic data).
 
 1. Seeds the production table of `support-search` with embeddings of synthetic messages made by
-   version v1 (heavy Gaussian noise) and by version v2 (no noise).
+   version v1 (heavy Gaussian noise) and by version v2 (no noise); starts a mail catcher (a real
+   SMTP server on loopback, each mail saved as .eml) and the reference embedding service.
 2. Runs `privacy_audit` with `airflow dags test` while v1 is active: it passes.
-3. Activates v2 (as a deployment would) and runs the audit again: v2 leaks, the gate closes
-   and the deployment is rolled back to v1.
-Prints one `demo:` line per audit run.
+3. Activates v2 (as a deployment would); the service serves v2. The audit runs again: v2 leaks,
+   the gate closes, the deployment is rolled back to v1, the alert is mailed, the re-audit of v1
+   is asked for, and the service answers 503.
+4. Runs the re-audit (the scheduler starts it from the Asset event; here `dags test` does): v1
+   passes, the gate reopens, the resolution is mailed, and the service serves v1.
+Prints one `demo:` line per step; the last two are the rollback and the re-audit.
 """
 
 from __future__ import annotations
@@ -70,6 +74,72 @@ def seed_production(config, path: Path) -> None:
     engine.dispose()
 
 
+class MailCatcher:
+    """A real SMTP server on loopback that saves each mail it receives as an .eml file."""
+
+    def __init__(self, folder: Path) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.folder, self.count = folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.count += 1
+        (self.folder / f"{self.count}.eml").write_bytes(envelope.original_content or envelope.content)
+        return "250 OK"
+
+    def subject(self, number: int) -> str:
+        import email
+
+        return email.message_from_bytes((self.folder / f"{number}.eml").read_bytes())["Subject"]
+
+    def connection(self) -> str:
+        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+                           "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 5, "retry_limit": 0}})
+
+
+class Service:
+    """The reference embedding service under uvicorn on loopback, in a background thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import uvicorn
+
+        from monitors.service import create_app
+
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = uvicorn.Config(create_app(DEPLOYMENT, cache_seconds=0.5), host="127.0.0.1",
+                                port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
+        self.server = uvicorn.Server(config)
+        threading.Thread(target=self.server.run, daemon=True).start()
+        while not self.server.started:
+            time.sleep(0.05)
+
+    def embed(self) -> str:
+        """One request with a harmless text: `200(v1)` or `503` and the gate's reason."""
+        import httpx
+
+        time.sleep(0.6)  # the service reads the gate at most every 0.5 s
+        reply = httpx.post(f"{self.url}/v1/embeddings", json={"input": ["where is my parcel?"]}, timeout=120)
+        if reply.status_code == 200:
+            return f"200({reply.headers['X-Embwarden-Version']})"
+        return f"{reply.status_code}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def airflow(args: list[str], log_path: Path) -> None:
     exe = Path(sys.executable).with_name("airflow")
     with log_path.open("w") as log:
@@ -90,8 +160,7 @@ def audit(log_path: Path) -> str:
         run = session.scalar(sa.select(AuditRun).order_by(AuditRun.id.desc()).limit(1))
         gate = gate_state(session, run.deployment)
         return (f"demo: {DEPLOYMENT} version={run.version.name} verdict={run.verdict or run.status} "
-                f"gate={gate.state if gate else 'open'} active={run.deployment.active_version.name} "
-                f"report={run.report_path}")
+                f"gate={gate.state if gate else 'open'} active={run.deployment.active_version.name}")
 
 
 def main() -> int:
@@ -101,12 +170,17 @@ def main() -> int:
     shutil.rmtree(root / ".embwarden" / "artifacts", ignore_errors=True)
     demo_dir.mkdir(parents=True)
     os.environ.update(environment(root, demo_dir / "ledger.db"))
+    mail = MailCatcher(demo_dir / "mail")
+    mail._controller.start()
+    os.environ["AIRFLOW_CONN_EMBWARDEN_SMTP"] = mail.connection()
 
     from monitors.config import load_config
     from monitors.database import migrate, session_scope
     from monitors.registry import activate, sync
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "mail.log", "uvicorn", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("monitors.service").setLevel(logging.ERROR)  # the demo prints what the service does
     started = time.perf_counter()
     config = load_config()
     seed_production(config, demo_dir / "production.db")
@@ -114,16 +188,36 @@ def main() -> int:
     with session_scope() as session:
         sync(session, config)
     airflow(["db", "migrate"], demo_dir / "airflow-db-migrate.log")
+    service = Service()
     print(f"demo: seeded {2 * ROWS_PER_VERSION} production vectors and set up Airflow in "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
-
-    print(audit(demo_dir / "audit-1.log"), flush=True)
-    with session_scope() as session:
-        activate(session, DEPLOYMENT, "v2", actor="demo", reason="deploy v2: noise removed to improve search")
-    print(audit(demo_dir / "audit-2.log"), flush=True)
-    print(f"demo: done in {time.perf_counter() - started:.0f} s; Airflow logs under .airflow/logs, "
-          f"ledger {demo_dir / 'ledger.db'}", flush=True)
+          f"{time.perf_counter() - started:.0f} s; mail catcher on 127.0.0.1:{mail.port}, embedding service on "
+          f"{service.url}; logs under .airflow/logs and {demo_dir}", flush=True)
+    try:
+        print(f"{audit(demo_dir / 'audit-1.log')} service={service.embed()} report={report_path()}", flush=True)
+        with session_scope() as session:
+            activate(session, DEPLOYMENT, "v2", actor="demo", reason="deploy v2: noise removed to improve search")
+        print(f"demo: deployed v2: the embedding service answers {service.embed()}", flush=True)
+        rolled_back = audit(demo_dir / "audit-2.log")
+        print(f"demo: alert mailed to the catcher: \"{mail.subject(1)}\" ({demo_dir / 'mail' / '1.eml'})",
+              flush=True)
+        print(f"{rolled_back} service={service.embed()} mail={mail.count} report={report_path()}", flush=True)
+        # The rollback emitted an event on the embwarden_reaudit Asset; the scheduler starts the
+        # re-audit from it. `dags test` runs no scheduler, so the demo starts that run itself.
+        reaudited = audit(demo_dir / "audit-3.log")
+        print(f"{reaudited} service={service.embed()} mail={mail.count} (\"{mail.subject(mail.count)}\") "
+              f"report={report_path()} total={time.perf_counter() - started:.0f}s", flush=True)
+    finally:
+        service.stop()
+        mail._controller.stop()
     return 0
+
+
+def report_path() -> str:
+    from monitors.database import session_scope
+    from monitors.ledger import AuditRun
+
+    with session_scope() as session:
+        return session.scalar(sa.select(AuditRun.report_path).order_by(AuditRun.id.desc()).limit(1))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every write a DAG task makes is keyed by the DAG run, so a retried task overwrites its own rows
 instead of adding new ones: audit_runs by (dag_id, run_id, deployment), scores by
-(audit run, task, probe, metric), actions by (audit run, kind).
+(audit run, task, probe, metric), actions by (audit run, kind), alerts by (audit run, channel).
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ RUN_STATUSES = ("running", "succeeded", "failed", "invalid")
 SCORE_TARGETS = ("sample", "canaries")
 VERDICTS = ("pass", "warn", "gate", "rollback", "invalid")
 GATE_STATES = ("open", "closed")
-ACTION_KINDS = ("alert", "close_gate", "rollback", "activate")
+ACTION_KINDS = ("alert", "close_gate", "reopen_gate", "rollback", "reaudit", "activate")
 ACTION_STATUSES = ("pending", "done", "failed")
+INCIDENT_STATUSES = ("open", "resolved")
+ALERT_STATUSES = ("pending", "sent", "failed")
+# Which bound of a score a threshold judges: the point value, or the 95% interval's low or high end.
+THRESHOLD_BASES = ("value", "ci_low", "ci_high")
 
 
 def utcnow() -> datetime:
@@ -134,13 +138,14 @@ class Threshold(Base):
     gate: Mapped[float | None]
     rollback: Mapped[float | None]
     higher_is_worse: Mapped[bool] = mapped_column(default=True)
+    basis: Mapped[str] = mapped_column(sa.String(8), default="value", server_default="value")
     author: Mapped[str] = mapped_column(sa.String(250))
     reason: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     def levels(self) -> dict:
         return {"warn": self.warn, "gate": self.gate, "rollback": self.rollback,
-                "higher_is_worse": self.higher_is_worse, "version": self.version}
+                "higher_is_worse": self.higher_is_worse, "basis": self.basis, "version": self.version}
 
 
 class GateEvent(Base):
@@ -175,3 +180,44 @@ class Action(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Incident(Base):
+    """A deployment's trouble from the run that first found it until a run that passes.
+
+    One open incident gets one alert; a run that finds it worse (escalation) or ends it
+    (resolution) sends another. `alerted_levels` lists the levels already alerted.
+    """
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(sa.ForeignKey("deployments.id"), index=True)
+    level: Mapped[str] = mapped_column(sa.String(16))
+    alerted_levels: Mapped[list] = mapped_column(sa.JSON, default=list)
+    status: Mapped[str] = mapped_column(sa.String(16), default="open")
+    opened_run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("audit_runs.id"))
+    last_run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("audit_runs.id"))
+    resolved_run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("audit_runs.id"))
+    opened_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AlertRecord(Base):
+    """One alert over one channel: written `pending`, then `sent` or `failed` (retried later)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (sa.UniqueConstraint("audit_run_id", "channel", name="uq_alerts_run_channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(sa.ForeignKey("deployments.id"))
+    incident_id: Mapped[int | None] = mapped_column(sa.ForeignKey("incidents.id"))
+    audit_run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("audit_runs.id"))
+    kind: Mapped[str] = mapped_column(sa.String(16))          # opened, escalated, resolved
+    channel: Mapped[str] = mapped_column(sa.String(200))      # e.g. email:embwarden_smtp, webhook:hooks, log
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    payload: Mapped[dict] = mapped_column(sa.JSON)            # the Alert's fields: names and numbers only
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)

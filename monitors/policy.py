@@ -1,12 +1,19 @@
-"""Thresholds and verdicts: which level each score crosses, and the worst one of a run."""
+"""Thresholds and verdicts: which level each score crosses, and the worst one of a run.
+
+A threshold judges one bound of a score (`basis`): the point value (default), the low end of
+its 95% interval (act only when the leak is sure: "gate only when the lower bound crosses") or
+the high end (act when a leak is plausible).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 SEVERITY = {"pass": 0, "warn": 1, "gate": 2, "rollback": 3}
 LEVELS = ("warn", "gate", "rollback")
+BASES = ("value", "ci_low", "ci_high")
 
 
 @dataclass(frozen=True)
@@ -15,6 +22,7 @@ class Levels:
     gate: float | None = None
     rollback: float | None = None
     higher_is_worse: bool = True
+    basis: str = "value"
 
     def crossed(self, value: float) -> str:
         """The most severe level `value` reaches ('pass' if none)."""
@@ -24,10 +32,58 @@ class Levels:
                 return level
         return "pass"
 
+    def judged(self, score) -> float:
+        """The bound of `score` (anything with value, ci_low, ci_high) this threshold judges."""
+        return getattr(score, self.basis)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these levels, one message per field; empty when they are valid."""
+        found = []
+        given = []
+        for level in LEVELS:
+            limit = getattr(self, level)
+            if limit is None:
+                continue
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit):
+                found.append(f"{level}: expected a finite number, found {limit!r}")
+            else:
+                given.append((level, limit))
+        if not given and not found:
+            found.append("set at least one of warn, gate, rollback")
+        for (lo_name, lo), (hi_name, hi) in zip(given, given[1:], strict=False):
+            if (self.higher_is_worse and lo > hi) or (not self.higher_is_worse and lo < hi):
+                order = "<=" if self.higher_is_worse else ">="
+                found.append(f"levels out of order: expected {lo_name} {order} {hi_name}, found {lo} and {hi}")
+        if self.basis not in BASES:
+            found.append(f"basis: expected one of {', '.join(BASES)}, found {self.basis!r}")
+        return found
+
     @classmethod
     def from_mapping(cls, data: Mapping) -> Levels:
         return cls(warn=data.get("warn"), gate=data.get("gate"), rollback=data.get("rollback"),
-                   higher_is_worse=data.get("higher_is_worse", True))
+                   higher_is_worse=data.get("higher_is_worse", True), basis=data.get("basis", "value"))
+
+
+def metric_problems(metric: str, levels: Levels, probes: Iterable[str]) -> list[str]:
+    """Problems of a threshold for `metric` (`probe.metric`) on a deployment running `probes`."""
+    from audits.probes import metric_ranges
+
+    ranges = metric_ranges()
+    probe = metric.split(".", 1)[0]
+    if metric not in ranges:
+        known = sorted(m for m in ranges if m.startswith(probe + "."))
+        return [f"{metric}: unknown metric; expected one of {known or sorted(ranges)}"]
+    if probe not in set(probes):
+        return [f"{metric}: probe {probe!r} does not run on this deployment"]
+    found = [f"{metric}.{p}" for p in levels.problems()]
+    low, high = ranges[metric]
+    for level in LEVELS:
+        limit = getattr(levels, level)
+        if isinstance(limit, int | float) and not isinstance(limit, bool) and math.isfinite(limit) and (
+                limit < low or (high is not None and limit > high)):
+            span = f"[{low}, {high}]" if high is not None else f">= {low}"
+            found.append(f"{metric}.{level}: {limit} is outside the metric's range {span}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -58,7 +114,7 @@ def evaluate(scores: Iterable, thresholds: Mapping[str, Levels]) -> Verdict:
     findings = []
     for score in scores:
         levels = thresholds.get(score.key)
-        level = levels.crossed(score.value) if levels else "pass"
+        level = levels.crossed(levels.judged(score)) if levels else "pass"
         findings.append(Finding(score.key, score.value, score.ci_low, score.ci_high, level, levels))
     verdict = max((f.level for f in findings), key=SEVERITY.__getitem__, default="pass")
     return Verdict(verdict, tuple(findings))

@@ -8,6 +8,7 @@ since: versions are immutable, and an unchanged `active_version` does not undo a
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -60,18 +61,28 @@ def sync_deployment(session: Session, name: str, cfg: DeploymentConfig) -> Deplo
 
 
 def _sync_thresholds(session: Session, dep: Deployment, cfg: DeploymentConfig) -> None:
-    """Add a new threshold version when the file's levels differ from the file's last ones."""
+    """Add a new threshold version when the file's levels differ from the file's last ones.
+
+    Levels set later by hand (CLI, API, UI) stay in force until the file's levels change.
+    """
     for metric, tcfg in cfg.thresholds.items():
-        levels = Levels(tcfg.warn, tcfg.gate, tcfg.rollback, tcfg.higher_is_worse)
+        levels = tcfg.levels()
         rows = session.scalars(sa.select(Threshold).where(
             Threshold.deployment_id == dep.id, Threshold.metric == metric).order_by(Threshold.version)).all()
         last_from_file = next((r for r in reversed(rows) if r.author == CONFIG_ACTOR), None)
         if last_from_file and Levels.from_mapping(last_from_file.levels()) == levels:
             continue
-        session.add(Threshold(deployment_id=dep.id, metric=metric, version=(rows[-1].version + 1) if rows else 1,
-                              warn=levels.warn, gate=levels.gate, rollback=levels.rollback,
-                              higher_is_worse=levels.higher_is_worse, author=CONFIG_ACTOR,
-                              reason="default from the configuration file"))
+        add_threshold(session, dep, metric, levels, rows[-1].version + 1 if rows else 1, CONFIG_ACTOR,
+                      "default from the configuration file")
+
+
+def add_threshold(session: Session, dep: Deployment, metric: str, levels: Levels, version: int, author: str,
+                  reason: str) -> Threshold:
+    row = Threshold(deployment_id=dep.id, metric=metric, version=version, warn=levels.warn, gate=levels.gate,
+                    rollback=levels.rollback, higher_is_worse=levels.higher_is_worse, basis=levels.basis,
+                    author=author, reason=reason)
+    session.add(row)
+    return row
 
 
 def get_deployment(session: Session, name: str) -> Deployment:
@@ -89,12 +100,13 @@ def get_version(session: Session, dep: Deployment, name: str) -> Version:
     return version
 
 
-def effective_thresholds(session: Session, dep: Deployment) -> dict[str, Levels]:
-    """The newest version of each metric's thresholds."""
-    rows = session.scalars(sa.select(Threshold).where(Threshold.deployment_id == dep.id)
-                           .order_by(Threshold.metric, Threshold.version)).all()
+def effective_thresholds(session: Session, dep: Deployment, at: datetime | None = None) -> dict[str, Levels]:
+    """The newest version of each metric's thresholds (as they stood at time `at`, if given)."""
+    query = sa.select(Threshold).where(Threshold.deployment_id == dep.id)
+    if at is not None:
+        query = query.where(Threshold.created_at <= at)
     latest: dict[str, Threshold] = {}
-    for row in rows:
+    for row in session.scalars(query.order_by(Threshold.metric, Threshold.version)):
         latest[row.metric] = row
     return {metric: Levels.from_mapping(row.levels()) for metric, row in latest.items()}
 

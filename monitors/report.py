@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import Session
 
-from monitors.ledger import Action, AuditRun, GateEvent
+from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent
 from monitors.policy import Levels
 from monitors.registry import gate_state
 
@@ -28,10 +28,11 @@ def build(session: Session, run: AuditRun) -> dict:
         scores.append({
             "metric": s.key, "target": s.target, "value": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n,
             "thresholds": levels,
-            "level": Levels.from_mapping(levels).crossed(s.value) if levels else "no threshold",
+            "level": _level(levels, s) if levels else "no threshold",
         })
     run_actions = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id))
     gate_events = session.scalars(sa.select(GateEvent).where(GateEvent.audit_run_id == run.id))
+    alerts = session.scalars(sa.select(AlertRecord).where(AlertRecord.audit_run_id == run.id).order_by(AlertRecord.id))
     return {
         "deployment": dep.name,
         "version": run.version.name,
@@ -47,9 +48,16 @@ def build(session: Session, run: AuditRun) -> dict:
         "actions": [{"kind": a.kind, "status": a.status, "detail": a.detail, "error": a.error} for a in run_actions],
         "gate": {"state": gate.state if gate else "open", "reason": gate.reason if gate else None},
         "gate_events": [{"state": g.state, "reason": g.reason} for g in gate_events],
+        "alerts": [{"kind": a.kind, "channel": a.channel, "status": a.status, "attempts": a.attempts,
+                    "error": a.error} for a in alerts],
         "active_version": dep.active_version.name if dep.active_version else None,
         "scores": scores,
     }
+
+
+def _level(levels: dict, score) -> str:
+    judged = Levels.from_mapping(levels)
+    return judged.crossed(judged.judged(score))
 
 
 _env = Environment(loader=PackageLoader("monitors", "templates"), autoescape=select_autoescape(["html"]))

@@ -26,9 +26,11 @@ from audits.pipeline import Pipeline
 from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import GaussianNoise, Identity
 from monitors import actions, artifacts, report
+from monitors.alerts import Alert
+from monitors.assets import REAUDIT_ASSET
 from monitors.config import EmbwardenConfig, load_config
 from monitors.database import LedgerUnavailable, connection_url, migrate, session_scope
-from monitors.ledger import Action, AuditRun, Deployment, Score, Version, utcnow
+from monitors.ledger import Action, AlertRecord, AuditRun, Deployment, Score, Version, utcnow
 from monitors.registry import effective_thresholds, sync, sync_deployment
 
 log = logging.getLogger(__name__)
@@ -144,10 +146,14 @@ def _folder(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str) 
 
 
 # -- tasks ---------------------------------------------------------------------------------------
-def list_deployments(only: str | None = None) -> list[str]:
-    """The deployments this run audits, after bringing the ledger's schema and registry up to date."""
+def list_deployments(only: str | None = None, reaudits: list[str] | None = None) -> list[str]:
+    """The deployments this run audits, after bringing the ledger's schema and registry up to date.
+
+    `only` comes from the run's params; `reaudits` from the re-audit Asset events that started
+    the run (each names a deployment); neither: every deployment in the configuration.
+    """
     config = load_config()
-    names = [only] if only else sorted(config.deployments)
+    names = [only] if only else sorted(set(reaudits)) if reaudits else sorted(config.deployments)
     for name in names:
         config.deployment(name)
     migrate()
@@ -324,27 +330,141 @@ def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
     return ref.to_xcom()
 
 
+def policy_for(config: EmbwardenConfig, ref: RunRef) -> actions.Policy:
+    dep_cfg = config.deployment(ref.deployment)
+    return actions.Policy(on_audit_error=dep_cfg.on_audit_error, reopen=dep_cfg.reopen,
+                          channels=tuple(config.alert_channels(ref.deployment)),
+                          report_url=report_url(config, Path(ref.artifact_dir)))
+
+
+def report_url(config: EmbwardenConfig, folder: Path) -> str:
+    """Where the run's report can be opened: under `artifacts.base_url` when set, else its path."""
+    html = folder / "report.html"
+    if not config.artifacts.base_url:
+        return str(html)
+    relative = html.relative_to(config.resolve(config.artifacts.root)).as_posix()
+    return f"{config.artifacts.base_url.rstrip('/')}/{relative}"
+
+
 def act(deployment: str, dag_id: str, run_id: str) -> dict:
-    """Carry out the verdict's actions, each recorded before it happens and marked after."""
-    ref = _live_ref(deployment, dag_id, run_id, "act")
+    """Carry out the run's actions (see monitors.actions), each recorded before it happens.
+
+    Runs for every opened audit run, also one that failed or was invalid (the policy decides
+    what an audit that could not run does). Ledger-side actions come first, so the gate closes
+    even when no alert can be sent; undelivered alerts stay `failed` and make this task fail
+    so that Airflow retries them; alerts of earlier runs that are still undelivered are retried.
+    """
+    ref = find_ref(deployment, dag_id, run_id)
+    if ref is None:
+        raise _skip(f"{deployment}: no audit run was opened; nothing to act on")
+    config = load_config()
+    policy = policy_for(config, ref)
     with session_scope() as session:
-        verdict = session.get(AuditRun, ref.audit_run_id).verdict
-    for kind in actions.planned(verdict):
+        run = session.get(AuditRun, ref.audit_run_id)
+        if run.verdict is None and run.status not in ("failed", "invalid"):
+            raise _skip(f"{deployment}: audit run {run.id} is {run.status} without a verdict; nothing to act on")
+        level = actions.level_of(run)
+        plan = actions.planned(session, run, policy)
+    refused: list[EmbwardenError] = []
+    for kind in plan:
         with session_scope() as session:  # commit `pending` before the side effect
-            pending = actions.begin(session, session.get(AuditRun, ref.audit_run_id), kind, f"verdict {verdict}")
+            pending = actions.begin(session, session.get(AuditRun, ref.audit_run_id), kind, f"level {level}")
             pending_id = pending.id if pending else None
         if pending_id is None:
             log.info("audit run %d: %s already done", ref.audit_run_id, kind)
             continue
         try:
             with session_scope() as session:
-                detail = actions.perform(session, session.get(AuditRun, ref.audit_run_id), kind)
-                actions.mark(session.get(Action, pending_id), "done", detail)
+                detail = actions.perform(session, session.get(AuditRun, ref.audit_run_id), kind, policy)
+                # reaudit is done when its asset event is emitted, alert when every channel got it.
+                status = "pending" if kind in ("reaudit", "alert") else "done"
+                actions.mark(session.get(Action, pending_id), status, detail)
         except EmbwardenError as exc:
             with session_scope() as session:
                 actions.mark(session.get(Action, pending_id), "failed", error=str(exc))
-            raise _no_retry(exc) from exc
-    return ref.to_xcom()
+            refused.append(exc)
+            log.error("audit run %d: %s failed: %s", ref.audit_run_id, kind, exc)
+    undelivered = []
+    if "alert" in plan:
+        undelivered = deliver_alerts(config, audit_run_id=ref.audit_run_id)
+        with session_scope() as session:
+            action = session.scalar(sa.select(Action).where(Action.audit_run_id == ref.audit_run_id,
+                                                            Action.kind == "alert"))
+            if action is not None and action.status != "done":
+                actions.mark(action, "failed" if undelivered else "done",
+                             error="; ".join(undelivered) or None)
+    retry_earlier = deliver_alerts(config, deployment=deployment, exclude_run=ref.audit_run_id)
+    if retry_earlier:
+        log.warning("%d earlier alerts of %s are still undelivered", len(retry_earlier), deployment)
+    if refused:
+        raise _no_retry(refused[0])
+    if undelivered:
+        raise actions.AlertsUndelivered(f"{deployment}: alerts not delivered (recorded, retried): "
+                                        + "; ".join(undelivered))
+    return {"deployment": deployment, "level": level, "actions": list(plan)}
+
+
+def deliver_alerts(config: EmbwardenConfig, audit_run_id: int | None = None, deployment: str | None = None,
+                   exclude_run: int | None = None) -> list[str]:
+    """Send the alerts not yet delivered (of one run, or of a deployment); the errors of those that
+    still fail. Each attempt is counted and its outcome recorded on the alert's row."""
+    from monitors.notifiers import AlertDeliveryError, deliver
+
+    with session_scope() as session:
+        query = sa.select(AlertRecord).where(AlertRecord.status != "sent")
+        if audit_run_id is not None:
+            query = query.where(AlertRecord.audit_run_id == audit_run_id)
+        if deployment is not None:
+            query = query.join(Deployment, Deployment.id == AlertRecord.deployment_id).where(
+                Deployment.name == deployment)
+        if exclude_run is not None:
+            query = query.where(AlertRecord.audit_run_id != exclude_run)
+        pending = [(row.id, row.channel, row.payload, row.deployment_id) for row in
+                   session.scalars(query.order_by(AlertRecord.id))]
+        names = {d.id: d.name for d in session.scalars(sa.select(Deployment))}
+    errors = []
+    for alert_id, channel_name, payload, dep_id in pending:
+        alert = Alert.from_json(payload)
+        error = None
+        try:
+            if channel_name == actions.LOG_CHANNEL:
+                logging.getLogger("embwarden.alerts").warning(alert.summary())
+            else:
+                channels = {f"{c.kind}:{c.connection}": c for c in config.alert_channels(names[dep_id])}
+                if channel_name not in channels:
+                    raise AlertDeliveryError(f"{channel_name}: no longer configured for {names[dep_id]}")
+                deliver(alert, channels[channel_name])
+        except EmbwardenError as exc:  # AlertDeliveryError, or a deployment gone from the configuration
+            error = str(exc)
+            errors.append(f"{channel_name}: {exc}")
+        with session_scope() as session:
+            row = session.get(AlertRecord, alert_id)
+            row.attempts += 1
+            row.status, row.error = ("failed", error) if error else ("sent", None)
+            row.sent_at = None if error else utcnow()
+        log.info("alert %d (%s) over %s: %s", alert_id, alert.kind, channel_name, "failed" if error else "sent")
+    return errors
+
+
+def reaudit_requests(deployments: list[str], dag_id: str, run_id: str) -> list[dict]:
+    """The re-audits this run asked for (after a rollback), read from the ledger."""
+    requests = []
+    with session_scope() as session:
+        rows = session.execute(sa.select(Action, Deployment.name).join(
+            AuditRun, AuditRun.id == Action.audit_run_id).join(Deployment, Deployment.id == AuditRun.deployment_id)
+            .where(AuditRun.dag_id == dag_id, AuditRun.run_id == run_id, Deployment.name.in_(deployments),
+                   Action.kind == "reaudit", Action.status == "pending").order_by(Action.id))
+        for action, name in rows:
+            requests.append({"deployment": name, "version": action.detail.get("version"), "action_id": action.id,
+                             "reason": f"re-audit after rollback by audit run {action.audit_run_id}"})
+    return requests
+
+
+def reaudit_requested(request: dict) -> None:
+    """Mark a re-audit request done: its Asset event is being emitted by the calling task."""
+    with session_scope() as session:
+        action = session.get(Action, request["action_id"])
+        actions.mark(action, "done", {**action.detail, "requested": True, "asset": REAUDIT_ASSET})
 
 
 def write_report(deployment: str, dag_id: str, run_id: str) -> str:
@@ -368,3 +488,30 @@ def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     pruned = artifacts.prune(config.resolve(config.artifacts.root), config.artifacts.retention_days)
     log.info("cleanup of %s: sample deleted=%s, %d old run folders pruned", folder.name, deleted, pruned)
     return pruned
+
+
+# -- privacy_gate --------------------------------------------------------------------------------
+def gate_change(deployment: str, action: str, version: str | None, reason: str, actor: str) -> dict:
+    """A change by hand from the privacy_gate DAG; bad params fail once, with the field named."""
+    from monitors.gates import change
+
+    config = load_config()
+    try:
+        config.deployment(deployment)
+        with session_scope() as session:
+            sync(session, config)
+            row = change(session, deployment, action, reason, actor, version=version or None)
+            detail = dict(row.detail)
+    except LedgerUnavailable:
+        raise
+    except EmbwardenError as exc:
+        raise _no_retry(exc) from exc
+    log.info("%s: %s by %s (%s)", deployment, action, actor, detail)
+    reaudit = ({"deployment": deployment, "version": detail["to"], "reason": f"{action} by hand"}
+               if detail.get("reaudit") else None)
+    return {"deployment": deployment, "action": action, "detail": detail, "reaudit": reaudit}
+
+
+def skip_unless(condition, reason: str) -> None:
+    if not condition:
+        raise _skip(reason)

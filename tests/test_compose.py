@@ -35,3 +35,13 @@ def test_mounts_and_init_match_the_repository():
     assert "CREATE DATABASE embwarden" in (REPO / init_sql).read_text()
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "/opt/embwarden" in dockerfile
+
+
+def test_alerts_reach_the_mail_catcher_and_the_reference_service_runs():
+    services = load()["services"]
+    smtp = services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_EMBWARDEN_SMTP"]
+    assert '"host": "mailcatcher", "port": 1025' in smtp
+    assert "8025:8025" in services["mailcatcher"]["ports"]
+    embedder = services["embedder"]
+    assert embedder["entrypoint"][:3] == ["embwarden", "serve", "support-search"]
+    assert "8000:8000" in embedder["ports"]

@@ -19,7 +19,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "privacy_audit" in dagbag.dags
+    assert {"privacy_audit", "privacy_gate"} <= set(dagbag.dags)
 
 
 def test_every_dag_has_tags_retries_and_docs(dagbag):
@@ -41,6 +41,37 @@ def test_privacy_audit_wiring(dagbag):
     for task_id in chain[2:]:
         if task_id != "probe":
             assert dag.get_task(task_id).trigger_rule == "all_done", task_id
+
+
+def test_reaudits_flow_through_one_asset(dagbag):
+    """privacy_audit and privacy_gate emit the re-audit Asset that schedules privacy_audit."""
+    from monitors.assets import REAUDIT_ASSET
+
+    audit, gate = dagbag.dags["privacy_audit"], dagbag.dags["privacy_gate"]
+    assert [a.name for a in audit.get_task("reaudit").outlets] == [REAUDIT_ASSET]
+    assert [a.name for a in gate.get_task("reaudit").outlets] == [REAUDIT_ASSET]
+    assert audit.timetable.asset_condition.name == REAUDIT_ASSET
+    assert audit.timetable.timetable.expression == "0 0 * * *"   # and daily, whatever the events
+    assert "reaudit_requests" in audit.get_task("act").downstream_task_ids
+
+
+@pytest.mark.parametrize("bad", [{"reason": "because"}, {"reason": None}, {"action": "delete"},
+                                 {"deployment": "Support Search"}, {"version": 2}])
+def test_privacy_gate_form_refuses_bad_params(dagbag, bad):
+    """The Params form's JSON schema refuses a missing or short reason, an unknown action, ..."""
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["privacy_gate"].params)
+    good = {"deployment": "support-search", "action": "reopen_gate", "version": None,
+            "reason": "re-audit of v1 passed, reopening"}
+    for key, value in good.items():
+        params[key] = value
+    assert params.validate() == good
+    key, value = next(iter(bad.items()))
+    with pytest.raises(ParamValidationError, match=f"param {key}"):
+        params[key] = value
 
 
 def test_dag_files_import_nothing_heavy():

@@ -28,3 +28,8 @@ def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
         raise ConfigError(f"probe {name}: bad parameters {sorted(params or {})}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"probes.{name}: {exc}") from exc
+
+
+def metric_ranges() -> dict[str, tuple[float, float | None]]:
+    """Every metric a probe reports, as `probe.metric`, with the range of values it can take."""
+    return {f"{name}.{metric}": bounds for name, cls in PROBES.items() for metric, bounds in cls.metrics.items()}

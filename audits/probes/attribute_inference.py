@@ -11,6 +11,7 @@ the classifier's accuracy minus that of always guessing the targets' most common
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,6 +40,7 @@ def attribute_values(attribute: str, labels, secrets, where: str) -> np.ndarray:
 
 class AttributeInference:
     name = "attribute_inference"
+    metrics: ClassVar[dict[str, tuple[float, float | None]]] = {"auc": (0, 1), "advantage": (-1, 1)}
 
     def __init__(self, seed: int = 0, attribute: str = "label", regularization: float = 1.0,
                  bootstrap_resamples: int = 1000) -> None:

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar
 
 import numpy as np
 
@@ -61,6 +62,9 @@ class BowInversion:
     """
 
     name = "bow_inversion"
+    # metric -> (lowest, highest) value it can take; thresholds outside are refused
+    metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
+        "token_precision": (0, 1), "token_recall": (0, 1), "token_f1": (0, 1), "secret_recovery": (0, 1)}
     needs = ("texts",)
     common_word_share = 0.05
 

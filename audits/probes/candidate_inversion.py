@@ -13,6 +13,7 @@ many were scored.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class CandidateInversion:
     """`kinds` limits the trials to secrets of those kinds; None tries every kind the targets carry."""
 
     name = "candidate_inversion"
+    metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
+        "top1": (0, 1), "top5": (0, 1), "exposure_bits": (0, None)}
     needs = ("texts", "secrets")
 
     def __init__(self, seed: int = 0, kinds: tuple[str, ...] | list[str] | None = ("surname", "condition", "secret"),

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -149,6 +150,8 @@ class GenerativeInversion:
     """
 
     name = "generative_inversion"
+    metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
+        "bleu": (0, 100), "token_f1": (0, 1), "exact_match": (0, 1), "cosine": (-1, 1), "secret_recovery": (0, 1)}
     needs = ("texts",)
     common_word_share = 0.05  # words in more than this share of aux texts identify nobody (as in bow_inversion)
     min_texts = 50

@@ -21,7 +21,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture
-def airflow_env(pg_url, pg_admin_url, tmp_path, encoder):
+def airflow_env(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
     """An Airflow home on a PostgreSQL metadata database, and a ledger + production table in another."""
     name = pg_url.rsplit("/", 1)[1] + "_af"
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
@@ -37,6 +37,8 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder):
     production_table(pg_url, rows)
     probes = {"candidate_inversion": {"candidates": 20, "max_trials": 10, "bootstrap_resamples": 200}}
     config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache", probes=probes)
+    with config.open("a") as f:   # alerts by mail, through the Airflow connection embwarden_smtp
+        f.write("alerts:\n  - {kind: email, to: [privacy@example.com], from_email: embwarden@example.com}\n")
     ledger = sa.engine.make_url(pg_url)
     env = {
         **os.environ,
@@ -47,6 +49,7 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder):
         "AIRFLOW_CONN_EMBWARDEN_DB": json.dumps({"conn_type": "postgres", "host": ledger.host, "port": ledger.port,
                                                  "login": ledger.username, "schema": ledger.database}),
         "EMBWARDEN_CONFIG": str(config),
+        "AIRFLOW_CONN_EMBWARDEN_SMTP": mail_catcher.connection(),
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("EMBWARDEN_DB_URL", None)
@@ -57,12 +60,13 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder):
     admin.dispose()
 
 
-def dags_test(env) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, "dags", "test", "privacy_audit", "-c", '{"deployment": "support-search"}'],
+def dags_test(env, dag_id: str = "privacy_audit", conf: dict | None = None) -> subprocess.CompletedProcess:
+    conf = conf or {"deployment": "support-search"}
+    return subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, pg_url):
+def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, pg_url, mail_catcher):
     env, rows, metadata_url = airflow_env
     from monitors.cli import main as cli
 
@@ -92,8 +96,18 @@ def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, 
         assert conn.execute(sa.text("SELECT state FROM gate_events ORDER BY id DESC LIMIT 1")).scalar() == "closed"
         kinds = conn.execute(sa.text("SELECT kind, status FROM actions WHERE audit_run_id = :r ORDER BY id"),
                              {"r": audit_runs[1][0]}).all()
-        assert [tuple(k) for k in kinds] == [("alert", "done"), ("close_gate", "done"), ("rollback", "done")]
+        assert [tuple(k) for k in kinds] == [("close_gate", "done"), ("rollback", "done"), ("reaudit", "done"),
+                                             ("alert", "done")]
     ledger.dispose()
+    # The alert went out by mail through Airflow's SmtpNotifier and the connection.
+    assert [m["Subject"] for m in mail_catcher.messages] == ["[embwarden] support-search v2: rollback"]
+    # The re-audit was asked for with an Asset event naming the deployment and the restored version.
+    meta = sa.create_engine(metadata_url)
+    with meta.connect() as conn:
+        extras = conn.execute(sa.text("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                                      "WHERE a.name = 'embwarden_reaudit'")).scalars().all()
+    meta.dispose()
+    assert [(json.loads(e) if isinstance(e, str) else e)["version"] for e in extras] == ["v1"]
 
     # The auditor must not become the leak: nothing sampled in XCom, logs or the report.
     meta = sa.create_engine(metadata_url)
@@ -108,3 +122,29 @@ def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, 
         assert row["body"] not in haystack
     assert f"{rows[0]['embedding'][0]:.6f}" not in "\n".join(xcoms)
     assert not list(Path(audit_runs[1][4]).parent.glob("sample.npz"))
+
+    # The run that event starts (the scheduler does that; here `dags test` stands in for it)
+    # audits v1, which passes: the gate reopens and the incident is resolved by mail.
+    third = dags_test(env)
+    assert third.returncode == 0, third.stdout[-3000:]
+    ledger = sa.create_engine(pg_url)
+    with ledger.connect() as conn:
+        last = conn.execute(sa.text("SELECT v.name, r.verdict FROM audit_runs r JOIN versions v ON v.id = r.version_id "
+                                    "ORDER BY r.id DESC LIMIT 1")).one()
+        assert tuple(last) == ("v1", "pass")
+        assert conn.execute(sa.text("SELECT state FROM gate_events ORDER BY id DESC LIMIT 1")).scalar() == "open"
+    assert mail_catcher.messages[-1]["Subject"] == "[embwarden] resolved: support-search v1: pass"
+
+    # privacy_gate: a person closes the gate from the Params form, with a reason; bad params are refused.
+    closed = dags_test(env, "privacy_gate", {"deployment": "support-search", "action": "close_gate",
+                                             "reason": "incident 7: vendor asked us to pause"})
+    assert closed.returncode == 0, closed.stdout[-3000:]
+    refused = dags_test(env, "privacy_gate", {"deployment": "support-search", "action": "close_gate",
+                                              "reason": "short"})
+    assert refused.returncode != 0 and "reason" in (refused.stdout + refused.stderr)
+    with ledger.connect() as conn:
+        gate = conn.execute(sa.text("SELECT state, reason, actor FROM gate_events ORDER BY id DESC LIMIT 1")).one()
+        assert gate[:2] == ("closed", "incident 7: vendor asked us to pause") and gate[2].startswith("privacy_gate/")
+        assert conn.execute(sa.text("SELECT count(*) FROM actions WHERE kind = 'close_gate' AND audit_run_id IS NULL"
+                                    )).scalar() == 1
+    ledger.dispose()

@@ -29,7 +29,7 @@ def write(tmp_path, mutate):
     (lambda d: d["versions"]["v1"]["transform"].update(sigma="lots"),
      r"deployments.support-search.versions.v1.transform.sigma: Input should be a valid number.*'lots'"),
     (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(gate=0.9),
-     r"thresholds.bow_inversion.token_f1: levels out of order: expected gate <= rollback, got 0.9 and 0.55"),
+     r"thresholds.bow_inversion.token_f1: levels out of order: expected gate <= rollback, found 0.9 and 0.55"),
     (lambda d: d.update(active_version="v7"), r"active_version 'v7' is not one of versions \['v1', 'v2'\]"),
     (lambda d: d["probes"].update(telepathy={}), r"unknown probe 'telepathy'"),
     (lambda d: d["thresholds"].update({"tokenf1": {"warn": 0.1}}), r"'tokenf1' is not of the form probe.metric"),
@@ -45,6 +45,19 @@ def write(tmp_path, mutate):
     (lambda d: d.update(auxiliary_corpus={"kind": "file"}), r"auxiliary_corpus.path: Field required"),
     (lambda d: d.update(auxiliary_corpus={"kind": "sql", "query": "SELECT text FROM t"}), r"exactly one of 'url'"),
     (lambda d: d.update(canaries={"count": -1}), r"canaries.count: Input should be greater than or equal to 0"),
+    (lambda d: d["thresholds"].update({"bow_inversion.token_f2": {"warn": 0.1}}),
+     r"thresholds.bow_inversion.token_f2: unknown metric; expected one of \['bow_inversion.secret_recovery'"),
+    (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(rollback=1.5),
+     r"thresholds.bow_inversion.token_f1.rollback: 1.5 is outside the metric's range \[0, 1\]"),
+    (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(gate="high"),
+     r"thresholds.bow_inversion.token_f1.gate: Input should be a valid number.*'high'"),
+    (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(basis="median"),
+     r"thresholds.bow_inversion.token_f1.basis: Input should be 'value', 'ci_low' or 'ci_high'"),
+    (lambda d: d["thresholds"].update({"generative_inversion.bleu": {"warn": 30}}),
+     r"generative_inversion.bleu: probe 'generative_inversion' does not run on this deployment"),
+    (lambda d: d.update(alerts=[{"kind": "email", "to": []}]), r"alerts.0.to: List should have at least 1 item"),
+    (lambda d: d.update(alerts=[{"kind": "pager"}]), r"alerts.0: .*'email', 'webhook'"),
+    (lambda d: d.update(reopen="sometimes"), r"reopen: Input should be 'auto' or 'manual'"),
 ])
 def test_bad_fields_are_named(tmp_path, mutate, message):
     with pytest.raises(ConfigError, match=message):

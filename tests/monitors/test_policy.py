@@ -29,3 +29,30 @@ def test_verdict_is_the_worst_level_and_unthresholded_metrics_pass():
     assert verdict.worst.metric == "p.b"
     assert evaluate([S("p.c", 1.0)], thresholds).verdict == "pass"
     assert evaluate([], thresholds).verdict == "pass"
+
+
+def test_a_threshold_judges_the_bound_it_names():
+    """'Gate only when the lower bound crosses': a noisy score near the line does not act."""
+    score = S("p.a", 0.52, ci_low=0.44, ci_high=0.60)
+    assert evaluate([score], {"p.a": Levels(gate=0.5)}).verdict == "gate"
+    assert evaluate([score], {"p.a": Levels(gate=0.5, basis="ci_low")}).verdict == "pass"
+    assert evaluate([score], {"p.a": Levels(rollback=0.58, basis="ci_high")}).verdict == "rollback"
+    assert evaluate([score], {"p.a": Levels(gate=0.45, higher_is_worse=False, basis="ci_low")}).verdict == "gate"
+
+
+def test_invalid_levels_say_which_field():
+    from monitors.policy import metric_problems
+
+    assert Levels(warn=0.6, gate=0.5).problems() == [
+        "levels out of order: expected warn <= gate, found 0.6 and 0.5"]
+    assert Levels(gate=float("nan")).problems()[0] == "gate: expected a finite number, found nan"
+    assert Levels(warn="high").problems()[0] == "warn: expected a finite number, found 'high'"
+    assert Levels().problems() == ["set at least one of warn, gate, rollback"]
+    probes = ["bow_inversion"]
+    assert metric_problems("bow_inversion.token_f1", Levels(gate=1.2), probes) == [
+        "bow_inversion.token_f1.gate: 1.2 is outside the metric's range [0, 1]"]
+    assert metric_problems("bow_inversion.f1", Levels(gate=0.5), probes)[0].startswith(
+        "bow_inversion.f1: unknown metric; expected one of ['bow_inversion.secret_recovery'")
+    assert metric_problems("candidate_inversion.top1", Levels(gate=0.5), probes) == [
+        "candidate_inversion.top1: probe 'candidate_inversion' does not run on this deployment"]
+    assert metric_problems("candidate_inversion.exposure_bits", Levels(gate=40), ["candidate_inversion"]) == []

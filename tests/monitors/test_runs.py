@@ -81,8 +81,9 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows):
         assert gate.state == "closed" and gate.reason.startswith("bow_inversion.token_f1 = 0.")
         assert "crossed rollback threshold 0.55 (version v2" in gate.reason
         acts = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id)).all()
-        assert [(a.kind, a.status) for a in acts] == [("alert", "done"), ("close_gate", "done"), ("rollback", "done")]
-        assert acts[2].detail == {"from": "v2", "to": "v1"}
+        assert [(a.kind, a.status) for a in acts] == [("close_gate", "done"), ("rollback", "done"),
+                                                      ("reaudit", "pending"), ("alert", "done")]
+        assert acts[1].detail == {"from": "v2", "to": "v1"}
 
     folder = Path(second["artifact_dir"])
     assert not (folder / "sample.npz").exists()               # production data deleted with the run
