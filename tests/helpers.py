@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
+import uvicorn
 import yaml
 
 from audits.corpus import generate_messages
@@ -66,3 +72,24 @@ def write_config(path: Path, source_url: str, table: str = "prod_vectors", sigma
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
+    """Serve `app` on a free port in a background thread; yield its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive(), "the server stopped while starting"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -3,6 +3,9 @@ receiver on loopback. The privacy_audit task bodies are called in order, as Airf
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -13,14 +16,14 @@ from audits.pipeline import EmbeddingCache
 from audits.transforms import GaussianNoise
 from monitors import runs
 from monitors.actions import AlertsUndelivered
+from monitors.cli import main as cli
 from monitors.config import load_config
 from monitors.database import session_scope
 from monitors.gates import status
 from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Incident
-from monitors.policy import Levels
 from monitors.registry import activate, sync
-from monitors.thresholds import set_threshold
-from tests.helpers import messages, production_table, rows_for, write_config
+from monitors.service import create_app
+from tests.helpers import messages, production_table, rows_for, running, write_config
 from tests.receivers import free_port, smtp_connection
 
 DAG, DEP = "privacy_audit", "support-search"
@@ -76,36 +79,47 @@ def kinds_of(session, audit_run_id: int) -> list[tuple[str, str]]:
     return [(a.kind, a.status) for a in rows]
 
 
-def test_rollback_story_mail_webhook_reaudit_and_reopen(setup, mail_catcher, webhook_receiver, production_rows):
-    audit("run-1")                                                  # v1 passes: nothing to say
-    assert mail_catcher.messages == [] and webhook_receiver.requests == []
-    with session_scope() as session:
-        activate(session, DEP, "v2", actor="test", reason="deploy v2")
-    second = audit("run-2")
+def embed_with(url: str) -> httpx.Response:
+    """What a client of the reference service gets, once the service has reread the ledger."""
+    time.sleep(0.3)   # the service rereads the gate every 0.1 s
+    return httpx.post(f"{url}/v1/embeddings", json={"input": ["where is my parcel?"]}, timeout=60)
+
+
+def test_rollback_story_mail_webhook_service_reaudit_and_reopen(setup, mail_catcher, webhook_receiver,
+                                                                 production_rows):
+    with running(create_app(DEP, cache_seconds=0.1)) as service:
+        audit("run-1")                                              # v1 passes: nothing to say
+        assert mail_catcher.messages == [] and webhook_receiver.requests == []
+        assert cli(["activate", DEP, "v2", "--reason", "deploy v2"]) == 0
+        assert embed_with(service).headers["X-Embwarden-Version"] == "v2"
+        second = audit("run-2")
+        refused = embed_with(service)                               # the gate is closed: the service refuses
+        assert refused.status_code == 503 and "crossed rollback threshold 0.55" in refused.json()["detail"]["reason"]
+        [request] = runs.reaudit_requests([DEP], DAG, "run-2")
+        runs.reaudit_requested(request)                             # the DAG emits the Asset event ...
+        third = audit("reaudit-1")                                  # ... and the scheduler starts this run
+        served = embed_with(service)
+        assert served.status_code == 200 and served.headers["X-Embwarden-Version"] == "v1"
 
     with session_scope() as session:
-        gate = status(session, DEP)
-        assert (gate.state, gate.active_version) == ("closed", "v1")
         assert kinds_of(session, second["audit_run_id"]) == [
-            ("close_gate", "done"), ("rollback", "done"), ("reaudit", "pending"), ("alert", "done")]
-    [mail] = mail_catcher.messages
+            ("close_gate", "done"), ("rollback", "done"), ("reaudit", "done"), ("alert", "done")]
+    mail = mail_catcher.messages[0]
     assert mail["To"] == "privacy@example.com" and mail["Subject"] == "[embwarden] support-search v2: rollback"
     body = html_of(mail)
     for expected in ("support-search", "v2", "bow_inversion.token_f1", "0.55", "close_gate", "rollback",
                      "rolled back to v1", "https://reports.example.com/embwarden/"):
         assert expected in body
-    [(_, _, slack)] = webhook_receiver.requests
+    slack = webhook_receiver.requests[0][2]
+    assert len(mail_catcher.messages) == len(webhook_receiver.requests) == 2   # the rollback, the resolution
     assert "crossed rollback threshold 0.55" in slack["text"] and slack["blocks"]
     for row in production_rows:                                     # alerts carry names and numbers only
         assert row["body"] not in body and row["body"] not in slack["text"]
 
-    # The re-audit: the DAG emits the Asset event and marks the request done ...
-    [request] = runs.reaudit_requests([DEP], DAG, "run-2")
+    # The re-audit was asked for once; the run it started audited v1, which passed: the gate
+    # reopened and the incident ended.
     assert (request["deployment"], request["version"]) == (DEP, "v1")
-    runs.reaudit_requested(request)
     assert runs.reaudit_requests([DEP], DAG, "run-2") == []
-    # ... and the run it starts audits v1, which passes: the gate reopens and the incident ends.
-    third = audit("reaudit-1")
     with session_scope() as session:
         run = session.get(AuditRun, third["audit_run_id"])
         assert (run.version.name, run.verdict) == ("v1", "pass")
@@ -168,10 +182,9 @@ def test_smtp_down_the_gate_still_closes_and_the_alert_is_retried(setup, monkeyp
 
 def test_one_incident_one_alert_escalation_and_resolution(setup, mail_catcher):
     """Thresholds set by hand move the verdict on unchanged data: warn, warn, gate, pass."""
-    def set_levels(**levels):
-        with session_scope() as session:
-            set_threshold(session, load_config(), DEP, "bow_inversion.token_f1", Levels(**levels), "alice",
-                          "tighten while we investigate")
+    def set_levels(**levels):       # as a user does, from the CLI
+        flags = [arg for level, value in levels.items() for arg in (f"--{level}", str(value))]
+        assert cli(["thresholds", "set", DEP, "bow_inversion.token_f1", *flags, "--reason", "tighten"]) == 0
 
     set_levels(warn=0.05, gate=0.9)
     audit("run-1")

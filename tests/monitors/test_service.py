@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-import uvicorn
-from fastapi import FastAPI
 
 from monitors.config import load_config
 from monitors.database import session_scope
@@ -23,32 +19,11 @@ from monitors.gate_client import GateClient
 from monitors.ledger import Deployment, GateEvent, Version
 from monitors.registry import get_deployment, sync
 from monitors.service import create_app
-from tests.helpers import write_config
+from tests.helpers import running, write_config
 
 DEP = "support-search"
 TTL = 0.2
 DOWN_URL = "postgresql://postgres@127.0.0.1:1/x"
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """Serve `app` on a free port in a background thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def poll(request: Callable[[], httpx.Response], accept: Callable[[httpx.Response], bool],
