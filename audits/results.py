@@ -23,11 +23,15 @@ class Sample:
     # canaries and labelled targets carry them, production samples usually do not.
     secrets: tuple[dict[str, str], ...] | None = None
     labels: tuple[str, ...] | None = None
+    # As read from the source, for validation: each row's stored dimension (a row of another
+    # dimension is cut or zero-padded in `vectors`) and its `created_at` (UTC epoch seconds).
+    dims: tuple[int, ...] | None = None
+    created_at: tuple[float | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.ids):
             raise ValueError(f"vectors must be (n, dim) with n={len(self.ids)}, got {self.vectors.shape}")
-        for name in ("texts", "secrets", "labels"):
+        for name in ("texts", "secrets", "labels", "dims", "created_at"):
             value = getattr(self, name)
             if value is not None and len(value) != len(self.ids):
                 raise ValueError(f"{name} must have {len(self.ids)} entries, got {len(value)}")

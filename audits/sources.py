@@ -4,6 +4,10 @@ A source draws a reproducible sample for one version: it lists the ids of that v
 `size` of them with a seeded generator, then reads only those rows, in chunks, so memory stays
 bounded by the sample, not the table. Vectors may be stored as float arrays (PostgreSQL
 `real[]`/`float8[]`, Parquet lists), float32 bytes, or JSON text.
+
+A source only reads: a vector it cannot decode at all is an InvalidSample here, but a wrong
+dimension or non-finite values are kept (with each row's stored dimension and `created_at`) for
+the sample validation (monitors.validation) to judge, naming the expectation and the rows.
 """
 
 from __future__ import annotations
@@ -52,25 +56,40 @@ def decode_vector(value, row_id) -> np.ndarray:
 
 
 def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_text: bool) -> Sample:
-    """Build a Sample from (id, vector, text) rows, checking every vector on the way."""
-    ids, vectors, texts = [], [], []
-    for row_id, raw, text in rows:
+    """Build a Sample from (id, vector, text[, created_at]) rows; rows of another dimension are cut or
+    zero-padded to `dimension`, their stored dimension kept in `dims`."""
+    ids, vectors, texts, dims, created = [], [], [], [], []
+    for row in rows:
+        row_id, raw, text = row[:3]
         vector = decode_vector(raw, row_id)
-        if vector.shape[0] != dimension:
-            raise InvalidSample(
-                f"row id={row_id}: vector has {vector.shape[0]} dimensions, expected {dimension} "
-                f"(the encoder of version {version})"
-            )
-        bad = int((~np.isfinite(vector)).sum())
-        if bad:
-            raise InvalidSample(f"row id={row_id}: vector has {bad} non-finite values (NaN or inf), expected none")
+        dims.append(int(vector.shape[0]))
+        fitted = np.zeros(dimension, dtype=np.float32)
+        fitted[: min(dimension, vector.shape[0])] = vector[:dimension]
         ids.append(str(row_id))
-        vectors.append(vector)
+        vectors.append(fitted)
         texts.append("" if text is None else str(text))
+        created.append(_epoch(row[3]) if len(row) > 3 else None)
     if not ids:
         raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
     return Sample(ids=tuple(ids), vectors=np.vstack(vectors), texts=tuple(texts) if with_text else None,
-                  version=version)
+                  version=version, dims=tuple(dims), created_at=tuple(created))
+
+
+def _epoch(value) -> float | None:
+    """A stored `created_at` as UTC epoch seconds; naive timestamps are taken as UTC."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if hasattr(value, "timestamp"):   # pandas / pyarrow timestamps
+        return float(value.timestamp())
+    return None
 
 
 def choose_ids(ids: Sequence, size: int, seed: int, where: str) -> list:
@@ -127,10 +146,12 @@ class SqlTableSource:
                 ids = conn.execute(sa.select(table.c[c.id]).where(table.c[c.version] == version)).scalars().all()
                 chosen = choose_ids(ids, size, seed, f"version {version} in {self._where()}")
                 text_col = table.c[c.text] if c.text else sa.null()
+                created_col = table.c[c.created_at] if c.created_at else sa.null()
                 rows: dict = {}
                 for start in range(0, len(chosen), FETCH_CHUNK):
                     chunk = chosen[start : start + FETCH_CHUNK]
-                    query = sa.select(table.c[c.id], table.c[c.vector], text_col).where(table.c[c.id].in_(chunk))
+                    query = sa.select(table.c[c.id], table.c[c.vector], text_col, created_col).where(
+                        table.c[c.id].in_(chunk))
                     rows.update({r[0]: r for r in conn.execute(query)})
         except sa.exc.OperationalError as exc:
             raise SourceError(f"source: cannot read {self._where()}: {exc.orig}") from None
@@ -154,15 +175,17 @@ class ParquetSource:
             raise SourceError(f"source.path: {self.path} does not exist")
         c = self.columns
         dataset = ds.dataset(self.path, format="parquet")
-        for field, name in (("id", c.id), ("vector", c.vector), ("version", c.version), ("text", c.text)):
+        for field, name in (("id", c.id), ("vector", c.vector), ("version", c.version), ("text", c.text),
+                            ("created_at", c.created_at)):
             if name is not None and name not in dataset.schema.names:
                 raise SourceError(f"source.columns.{field}: column {name!r} not in {self.path}; "
                                   f"it has {dataset.schema.names}")
         ids = dataset.to_table(columns=[c.id], filter=pc.field(c.version) == version).column(c.id).to_pylist()
         chosen = choose_ids(ids, size, seed, f"version {version} in {self.path}")
-        columns = [c.id, c.vector] + ([c.text] if c.text else [])
+        columns = [c.id, c.vector] + ([c.text] if c.text else []) + ([c.created_at] if c.created_at else [])
         table = dataset.to_table(columns=columns, filter=pc.field(c.id).isin(chosen))
         data = table.to_pydict()
         texts = data.get(c.text) or [None] * table.num_rows
-        rows = {i: (i, v, t) for i, v, t in zip(data[c.id], data[c.vector], texts, strict=True)}
+        created = data.get(c.created_at) or [None] * table.num_rows
+        rows = {i: (i, v, t, at) for i, v, t, at in zip(data[c.id], data[c.vector], texts, created, strict=True)}
         return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None)

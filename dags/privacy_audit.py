@@ -4,11 +4,12 @@
 Daily, for every deployment in `embwarden.yaml` (or only the one named in the `deployment`
 param), and whenever a re-audit is asked for (an event on the `embwarden_reaudit` Asset, emitted
 after a rollback or a version activated by hand, names the deployment): draw a sample of its
-production embeddings, run each configured inversion probe as its own task (a failing probe
-loses no other probe's scores), record the leakage scores in the ledger, set them against the
-thresholds and act on the verdict (close the gate, roll back to the last version that passed
-and ask for its re-audit, reopen the gate when a re-audit passes, alert by mail and webhook),
-then write the report.
+production embeddings, validate it (Great Expectations; a broken sample makes the run invalid),
+run each configured inversion probe as its own task (a failing probe loses no other probe's
+scores), record the leakage scores in the ledger, set them against the thresholds and act on
+the verdict (close the gate, roll back to the last version that passed and ask for its
+re-audit, reopen the gate when a re-audit passes, alert by mail and webhook), then write the
+report.
 
 Tasks pass deployment names and run ids, never vectors or text; the sample is deleted when the
 run ends, whatever its outcome. Steps after the probes run whatever became of the others and
@@ -49,6 +50,12 @@ def privacy_audit():
         from monitors.runs import sample
 
         return sample(deployment, dag_run.dag_id, dag_run.run_id)
+
+    @task(trigger_rule=AFTER_ALL)
+    def validate(deployment: str, dag_run=None) -> dict:
+        from monitors.runs import validate
+
+        return validate(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def probe_jobs(names: list[str], dag_run=None) -> list[dict]:
@@ -111,8 +118,9 @@ def privacy_audit():
 
     names = deployments()
     sampled = sample.expand(deployment=names)
+    checked = validate.expand(deployment=names)
     jobs = probe_jobs(names)
-    sampled >> jobs
+    sampled >> checked >> jobs
     probed = probe.expand_kwargs(jobs)
     recorded = record.expand(deployment=names)
     evaluated = evaluate.expand(deployment=names)

@@ -245,6 +245,11 @@ def alert_for(session: Session, run: AuditRun, kind: str, policy: Policy) -> Ale
         detail = f"ROLLBACK FAILED: {rows['rollback'].error}"
     elif "rollback" in done and done["rollback"].detail.get("to"):
         detail = f"rolled back to {done['rollback'].detail['to']}; re-audit requested"
+    elif metric is None and run.trends:
+        first = next(iter(run.trends.values()))
+        metric, value = first["metric"], first["values"][-1]
+        detail = "; ".join(f"{m} rising over the last {len(t['values'])} audits (Kendall tau {t['tau']:.2f}, "
+                           f"p {t['p']:.3f}), still below its thresholds" for m, t in run.trends.items())
     elif level_of(run) in ("invalid", "error"):
         detail = f"audit could not run: {(run.error or 'unknown error')[:300]}"
     elif kind == "resolved":

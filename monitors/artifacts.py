@@ -41,15 +41,21 @@ def write_sample(folder: Path, sample: Sample) -> Path:
     with os.fdopen(fd, "wb") as fh:
         np.savez(fh, ids=np.array(sample.ids, dtype=str), vectors=sample.vectors,
                  texts=np.array(sample.texts if sample.texts is not None else [], dtype=str),
-                 has_text=np.array(sample.texts is not None), version=np.array(sample.version))
+                 has_text=np.array(sample.texts is not None), version=np.array(sample.version),
+                 dims=np.array(sample.dims if sample.dims is not None else [], dtype=np.int64),
+                 created_at=np.array([np.nan if t is None else t for t in sample.created_at or ()], dtype=float))
     return path
 
 
 def read_sample(folder: Path) -> Sample:
     with np.load(Path(folder) / SAMPLE_FILE, allow_pickle=False) as data:
         texts = tuple(str(t) for t in data["texts"]) if bool(data["has_text"]) else None
+        n = len(data["ids"])
+        dims = tuple(int(d) for d in data["dims"]) if "dims" in data and len(data["dims"]) == n else None
+        created = (tuple(None if np.isnan(t) else float(t) for t in data["created_at"])
+                   if "created_at" in data and len(data["created_at"]) == n else None)
         return Sample(ids=tuple(str(i) for i in data["ids"]), vectors=data["vectors"], texts=texts,
-                      version=str(data["version"]))
+                      version=str(data["version"]), dims=dims, created_at=created)
 
 
 def write_probe_result(folder: Path, result: ProbeResult) -> Path:

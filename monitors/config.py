@@ -156,6 +156,22 @@ class ThresholdConfig(_Model):
         return self
 
 
+class ValidationConfig(_Model):
+    """What a valid sample must look like besides dimension, finite values and unique known ids."""
+
+    min_rows: int = Field(default=50, ge=1)
+    # The newest sampled row must be younger than this (needs `columns.created_at`); 0 turns it off.
+    max_age_hours: float = Field(default=168, ge=0, allow_inf_nan=False)
+    # Vector norms allowed; by default derived from the version's transform (unit vectors + noise).
+    norm_range: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationConfig:
+        if self.norm_range is not None and not 0 <= self.norm_range[0] <= self.norm_range[1]:
+            raise ValueError(f"norm_range: expected [low, high] with 0 <= low <= high, found {list(self.norm_range)}")
+        return self
+
+
 class EmailChannelConfig(_Model):
     """Alert mail through Airflow's SmtpNotifier; host, port and login come from the connection."""
 
@@ -188,6 +204,7 @@ class DeploymentConfig(_Model):
     sample_size: int = Field(default=500, ge=1, le=1_000_000)
     auxiliary_corpus: AuxiliaryCorpusConfig = SyntheticCorpusConfig()
     canaries: CanaryConfig = CanaryConfig()
+    validation: ValidationConfig = ValidationConfig()
     probes: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"bow_inversion": {}})
     thresholds: dict[str, ThresholdConfig] = Field(default_factory=dict)
     # When the audit cannot run (source or encoder down): alert and leave the gate as it is

@@ -87,6 +87,8 @@ class AuditRun(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     # The effective thresholds the verdict was computed with, so any past run can be explained.
     thresholds: Mapped[dict | None] = mapped_column(sa.JSON)
+    # Metrics rising over the last runs though below their thresholds: {metric: {tau, p, values, level}}.
+    trends: Mapped[dict | None] = mapped_column(sa.JSON)
     report_path: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -221,3 +223,22 @@ class AlertRecord(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Validation(Base):
+    """The checks of a run's sample (Great Expectations): one row per (run, kind), overwritten on retry.
+
+    `results` lists each expectation: its name, column, success, what was observed, how many rows
+    failed it and a few of their ids (ids only, never vectors or text).
+    """
+
+    __tablename__ = "validations"
+    __table_args__ = (sa.UniqueConstraint("audit_run_id", "kind", name="uq_validations_run_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_run_id: Mapped[int] = mapped_column(sa.ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(32))          # "sample" (audits) or "window" (drift)
+    success: Mapped[bool]
+    row_count: Mapped[int]
+    results: Mapped[list] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

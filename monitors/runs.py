@@ -30,8 +30,9 @@ from monitors.alerts import Alert
 from monitors.assets import REAUDIT_ASSET
 from monitors.config import EmbwardenConfig, load_config
 from monitors.database import LedgerUnavailable, connection_url, migrate, session_scope
-from monitors.ledger import Action, AlertRecord, AuditRun, Deployment, Score, Version, utcnow
+from monitors.ledger import Action, AlertRecord, AuditRun, Deployment, Score, Validation, Version, utcnow
 from monitors.registry import effective_thresholds, sync, sync_deployment
+from monitors.trends import trends_of
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,23 @@ def _mark_stopped(audit_run_id: int, exc: Exception) -> None:
 
 
 # -- building the audited pipeline from configuration --------------------------------------------
-def build_pipeline(config: EmbwardenConfig, deployment: str, version: str) -> Pipeline:
+def _version_config(config: EmbwardenConfig, deployment: str, version: str):
     vcfg = config.deployment(deployment).versions.get(version)
     if vcfg is None:
         raise ConfigError(f"deployments.{deployment}.versions: no version {version!r} in the configuration")
-    enc = vcfg.encoder
+    return vcfg
+
+
+def build_transform(config: EmbwardenConfig, deployment: str, version: str):
+    tcfg = _version_config(config, deployment, version).transform
+    return GaussianNoise(tcfg.sigma) if tcfg.kind == "gaussian_noise" else Identity()
+
+
+def build_pipeline(config: EmbwardenConfig, deployment: str, version: str) -> Pipeline:
+    enc = _version_config(config, deployment, version).encoder
     encoder = LocalEncoder(resolve_model_dir(enc.model, config.base_dir), batch_size=enc.batch_size,
                            max_length=enc.max_length)
-    tcfg = vcfg.transform
-    transform = GaussianNoise(tcfg.sigma) if tcfg.kind == "gaussian_noise" else Identity()
-    return Pipeline(encoder, transform)
+    return Pipeline(encoder, build_transform(config, deployment, version))
 
 
 def build_source(config: EmbwardenConfig, deployment: str):
@@ -191,6 +199,48 @@ def sample(deployment: str, dag_id: str, run_id: str) -> dict:
     return ref.to_xcom()
 
 
+def validate(deployment: str, dag_id: str, run_id: str) -> dict:
+    """Check the run's sample with Great Expectations and record the result; a sample that fails
+    is deleted and makes the run `invalid` (it alerts; its probes never run)."""
+    from monitors import validation
+
+    ref = _live_ref(deployment, dag_id, run_id, "validate")
+    config = load_config()
+    vcfg = config.deployment(deployment).validation
+    folder = Path(ref.artifact_dir)
+    with _failing_run(ref.audit_run_id):
+        with session_scope() as session:
+            run = session.get(AuditRun, ref.audit_run_id)
+            version = run.version.name
+            known = session.scalars(sa.select(Version.name).where(Version.deployment_id == run.deployment_id)).all()
+        drawn = artifacts.read_sample(folder)
+        rules = validation.rules_for(build_transform(config, deployment, version), drawn.dimension, vcfg.min_rows,
+                                     known, vcfg.max_age_hours, vcfg.norm_range)
+        report = validation.validate(drawn, rules)
+        record_validation(ref.audit_run_id, "sample", report)
+        if not report.success:
+            artifacts.delete_sample(folder)
+            raise InvalidSample(report.summary())
+    return ref.to_xcom()
+
+
+def record_validation(audit_run_id: int, kind: str, report) -> None:
+    with session_scope() as session:
+        row = session.scalar(sa.select(Validation).where(Validation.audit_run_id == audit_run_id,
+                                                         Validation.kind == kind))
+        if row is None:
+            row = Validation(audit_run_id=audit_run_id, kind=kind)
+            session.add(row)
+        row.success, row.row_count, row.results, row.created_at = (report.success, report.row_count,
+                                                                   report.to_json(), utcnow())
+
+
+def validated(audit_run_id: int) -> bool:
+    with session_scope() as session:
+        return bool(session.scalar(sa.select(Validation.success).where(Validation.audit_run_id == audit_run_id,
+                                                                       Validation.kind == "sample")))
+
+
 def auxiliary_corpus(config: EmbwardenConfig, deployment: str) -> Corpus:
     """The attacker's corpus as configured: the synthetic generator, a file, or a SQL query."""
     ccfg = config.deployment(deployment).auxiliary_corpus
@@ -229,6 +279,9 @@ def probe_jobs(deployments: list[str], dag_id: str, run_id: str) -> list[dict]:
         ref = find_ref(deployment, dag_id, run_id)
         if ref is None or not (Path(ref.artifact_dir) / artifacts.SAMPLE_FILE).is_file():
             log.warning("%s: no sample for this run; its probes are skipped", deployment)
+            continue
+        if not validated(ref.audit_run_id):
+            log.warning("%s: the sample did not pass validation; its probes are skipped", deployment)
             continue
         jobs += [{"ref": ref.to_xcom(), "probe": name} for name in config.deployment(deployment).probes]
     return jobs
@@ -321,7 +374,9 @@ def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
         thresholds = effective_thresholds(session, run.deployment)
         result = verdict_of(run.scores, thresholds)
         run.thresholds = {metric: {**asdict(levels)} for metric, levels in thresholds.items()}
-        run.verdict = result.verdict
+        rising = trends_of(session, run, thresholds, {f.metric: f.level for f in result.findings})
+        run.trends = {t.metric: t.to_json() for t in rising} or None
+        run.verdict = "warn" if rising and result.verdict == "pass" else result.verdict
         run.status = "succeeded"  # `error` keeps the failed probes, if any
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.

@@ -33,7 +33,8 @@ def test_every_dag_has_tags_retries_and_docs(dagbag):
 
 def test_privacy_audit_wiring(dagbag):
     dag = dagbag.dags["privacy_audit"]
-    chain = ["deployments", "sample", "probe_jobs", "probe", "record", "evaluate", "act", "report", "cleanup"]
+    chain = ["deployments", "sample", "validate", "probe_jobs", "probe", "record", "evaluate", "act", "report",
+             "cleanup"]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     # After the probes, each step runs whatever became of the others (and skips itself when its

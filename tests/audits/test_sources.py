@@ -80,7 +80,7 @@ def test_unreachable_database_is_a_source_error():
     assert "secret" not in str(info.value)
 
 
-def test_empty_version_nan_and_wrong_dimension_are_invalid_samples(sqlite_url):
+def test_an_empty_version_is_invalid_and_bad_vectors_are_kept_for_validation(sqlite_url):
     rows = two_versions(as_bytes=True)
     bad_nan = vectors(1, 9)[0]
     bad_nan[3] = np.nan
@@ -90,10 +90,11 @@ def test_empty_version_nan_and_wrong_dimension_are_invalid_samples(sqlite_url):
     source = SqlTableSource(sqlite_url, "prod_vectors", COLUMNS)
     with pytest.raises(InvalidSample, match="version v9 .* has no rows"):
         source.draw("v9", 5, 0, DIM)
-    with pytest.raises(InvalidSample, match="row id=500: vector has 1 non-finite values"):
-        source.draw("v3", 5, 0, DIM)
-    with pytest.raises(InvalidSample, match="row id=600: vector has 5 dimensions, expected 8"):
-        source.draw("v4", 5, 0, DIM)
+    nan = source.draw("v3", 5, 0, DIM)            # judged by monitors.validation, which names the rows
+    assert nan.ids == ("500",) and np.isnan(nan.vectors).sum() == 1 and nan.dims == (DIM,)
+    short = source.draw("v4", 5, 0, DIM)
+    assert short.dims == (5,) and short.vectors.shape == (1, DIM) and (short.vectors[0, 5:] == 0).all()
+    assert short.created_at[0] is not None
 
 
 def test_parquet_source(tmp_path):

@@ -63,6 +63,7 @@ def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch, mail_catche
 
 def audit(run_id: str) -> dict:
     ref = runs.sample(DEP, DAG, run_id)
+    runs.validate(DEP, DAG, run_id)
     for job in runs.probe_jobs([DEP], DAG, run_id):
         runs.probe(job["ref"], job["probe"])
     for step in (runs.record, runs.evaluate, runs.act, runs.write_report, runs.cleanup):
@@ -156,6 +157,7 @@ def test_smtp_down_the_gate_still_closes_and_the_alert_is_retried(setup, monkeyp
         activate(session, DEP, "v2", actor="test", reason="deploy v2")
     monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", smtp_connection(free_port()))   # nothing listens
     ref = runs.sample(DEP, DAG, "run-2")
+    runs.validate(DEP, DAG, "run-2")
     for job in runs.probe_jobs([DEP], DAG, "run-2"):
         runs.probe(job["ref"], job["probe"])
     runs.record(DEP, DAG, "run-2")

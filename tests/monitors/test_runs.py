@@ -55,6 +55,7 @@ def probe_all(run_id: str) -> None:
 def audit(run_id: str) -> dict:
     """The DAG's tasks in order, as Airflow runs them for one deployment."""
     ref = runs.sample(DEP, DAG, run_id)
+    runs.validate(DEP, DAG, run_id)
     probe_all(run_id)
     for step in (runs.record, runs.evaluate, runs.act, runs.write_report, runs.cleanup):
         step(DEP, DAG, run_id)
@@ -130,11 +131,15 @@ def test_a_nan_vector_makes_the_run_invalid_and_records_no_scores(setup, ledger)
         conn.execute(sa.text("UPDATE prod_vectors SET embedding[7] = 'NaN' WHERE id = 42"))
         conn.execute(sa.text("DELETE FROM prod_vectors WHERE version = 'v1' AND id > 100"))
     engine.dispose()
-    with pytest.raises(AirflowFailException, match="row id=42: vector has 1 non-finite values"):
-        runs.sample("support-search", DAG, "run-1")
+    ref = runs.sample("support-search", DAG, "run-1")
+    failed = r"expect_column_values_to_be_between\(nonfinite\): 1 failing rows 42"
+    with pytest.raises(AirflowFailException, match=failed):
+        runs.validate("support-search", DAG, "run-1")
+    assert runs.probe_jobs([DEP], DAG, "run-1") == []                 # no probe runs on a broken sample
+    assert not (Path(ref["artifact_dir"]) / "sample.npz").exists()
     with session_scope() as session:
         run = session.scalar(sa.select(AuditRun))
-        assert (run.status, run.verdict) == ("invalid", "invalid") and "row id=42" in run.error
+        assert (run.status, run.verdict) == ("invalid", "invalid") and "rows 42" in run.error
         assert session.scalar(sa.select(sa.func.count()).select_from(Score)) == 0
 
 
@@ -152,11 +157,13 @@ def test_a_missing_source_table_fails_the_run_and_may_be_retried(setup, ledger):
 
 def test_an_unexpected_error_keeps_airflow_retries_and_a_run_without_scores_fails(setup):
     ref = runs.sample("support-search", DAG, "run-1")
+    runs.validate(DEP, DAG, "run-1")
     (Path(ref["artifact_dir"]) / "sample.npz").unlink()   # e.g. a worker lost its disk between tasks
     assert runs.probe_jobs([DEP], DAG, "run-1") == []
     with pytest.raises(FileNotFoundError):
         runs.probe(ref, "bow_inversion")                    # not an EmbwardenError: Airflow retries it
     runs.sample("support-search", DAG, "run-1")               # the retry redraws the same sample
+    runs.validate(DEP, DAG, "run-1")
     probe_all("run-1")
     runs.record(DEP, DAG, "run-1")
     runs.evaluate(DEP, DAG, "run-1")
@@ -183,6 +190,7 @@ def test_probes_run_apart_score_canaries_when_the_sample_lacks_secrets_and_one_f
     monkeypatch.setenv("EMBWARDEN_CONFIG", str(write_config(tmp_path / "embwarden.yaml", source_url=ledger,
                                                             cache=aux_cache, probes=probes)))
     ref = runs.sample(DEP, DAG, "run-1")
+    runs.validate(DEP, DAG, "run-1")
     jobs = runs.probe_jobs([DEP], DAG, "run-1")
     assert [j["probe"] for j in jobs] == ["bow_inversion", "candidate_inversion", "attribute_inference"]
     with pytest.raises(AirflowFailException, match="attribute_inference: ProbeError: .*has one value"):
