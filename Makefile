@@ -26,6 +26,7 @@ demo: install
 
 test: install
 	scripts/ensure-postgres.sh
+	scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
 bench: install

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--reason", required=True)
     al = sub.add_parser("alerts", help="alerts not yet delivered: list them, or send them again")
     al.add_argument("alerts_command", choices=["list", "retry"])
+    rp = sub.add_parser("report", help="the path of an audit run's report; --render writes it again")
+    rp.add_argument("audit_run_id", type=int, help="the audit run's id (see `status`)")
+    rp.add_argument("--render", action="store_true", help="render report.html and report.json again")
     sv = sub.add_parser("serve", help="run the reference embedding service of a deployment (honours its gate)")
     sv.add_argument("deployment")
     sv.add_argument("--host", default="127.0.0.1")
@@ -114,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                       "that itself)")
         elif args.command == "alerts":
             return _alerts(args)
+        elif args.command == "report":
+            from monitors.runs import rerender_report
+
+            print(rerender_report(args.audit_run_id, force=args.render, config_path=args.config))
         elif args.command == "serve":
             from monitors.service import serve
 

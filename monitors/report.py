@@ -1,21 +1,31 @@
 """The audit report of one run: report.json (data) and report.html (rendered from it).
 
 Computing and rendering are kept apart: `build` gathers numbers from the ledger, `write`
-renders them. The report holds names and numbers only, never sampled text or vectors.
+renders them (the trend charts are drawn by monitors.charts from the template). The report
+holds names, numbers, run ids and row ids only, never sampled text or vectors.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent
+from monitors import charts
+from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Score, Validation, Version
 from monitors.policy import Levels
 from monitors.registry import gate_state
+
+HISTORY = 30          # runs in a trend chart
+DRIFT_PROBE = "drift"
+DRIFT_REPORT = "drift.html"   # evidently's report, when the drift check wrote one into the run's folder
+MAX_IDS = 10          # example row ids per failed expectation
+MAX_OBSERVED = 80     # characters of an observed value that is not a number
 
 
 def build(session: Session, run: AuditRun) -> dict:
@@ -26,13 +36,16 @@ def build(session: Session, run: AuditRun) -> dict:
     for s in run.scores:
         levels = thresholds.get(s.key)
         scores.append({
-            "metric": s.key, "target": s.target, "value": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n,
-            "thresholds": levels,
+            "metric": s.key, "probe": s.probe, "target": s.target, "value": s.value, "ci_low": s.ci_low,
+            "ci_high": s.ci_high, "n": s.n, "thresholds": levels,
+            "basis": (levels.get("basis") or "value") if levels else None,
             "level": _level(levels, s) if levels else "no threshold",
         })
     run_actions = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id))
     gate_events = session.scalars(sa.select(GateEvent).where(GateEvent.audit_run_id == run.id))
     alerts = session.scalars(sa.select(AlertRecord).where(AlertRecord.audit_run_id == run.id).order_by(AlertRecord.id))
+    validations = session.scalars(sa.select(Validation).where(Validation.audit_run_id == run.id)
+                                  .order_by(Validation.kind))
     return {
         "deployment": dep.name,
         "version": run.version.name,
@@ -52,6 +65,11 @@ def build(session: Session, run: AuditRun) -> dict:
                     "error": a.error} for a in alerts],
         "active_version": dep.active_version.name if dep.active_version else None,
         "scores": scores,
+        "thresholds": thresholds,
+        "trends": _history(session, run, [s["metric"] for s in scores]),
+        "rising": _rising(run.trends),
+        "validations": [_validation(v) for v in validations],
+        "drift": {"metrics": [s["metric"] for s in scores if s["probe"] == DRIFT_PROBE], "report": None},
     }
 
 
@@ -60,12 +78,93 @@ def _level(levels: dict, score) -> str:
     return judged.crossed(judged.judged(score))
 
 
+def _history(session: Session, run: AuditRun, metrics: list[str]) -> dict[str, list[dict]]:
+    """Each metric's scores over the last HISTORY succeeded runs of the deployment up to this one, oldest first.
+
+    One query: the last runs as a subquery, joined to their scores and versions.
+    """
+    series: dict[str, list[dict]] = {m: [] for m in metrics}
+    if not metrics:
+        return series
+    recent = (sa.select(AuditRun.id)
+              .where(AuditRun.deployment_id == run.deployment_id, AuditRun.status == "succeeded",
+                     AuditRun.id <= run.id)
+              .order_by(AuditRun.finished_at.desc().nulls_last(), AuditRun.id.desc())
+              .limit(HISTORY).subquery())
+    keys = [m.split(".", 1) for m in metrics]
+    rows = session.execute(
+        sa.select(Score.probe, Score.metric, Score.value, Score.ci_low, Score.ci_high,
+                  AuditRun.id, AuditRun.finished_at, Version.name)
+        .join(AuditRun, Score.audit_run_id == AuditRun.id)
+        .join(recent, recent.c.id == AuditRun.id)
+        .join(Version, Version.id == AuditRun.version_id)
+        .where(Score.probe.in_({p for p, _ in keys}), Score.metric.in_({m for _, m in keys}))
+        .order_by(AuditRun.finished_at.asc().nulls_first(), AuditRun.id, Score.id))
+    for probe, metric, value, low, high, run_id, finished, version in rows:
+        key = f"{probe}.{metric}"
+        if key in series and not any(p["audit_run_id"] == run_id for p in series[key][-1:]):
+            series[key].append({"audit_run_id": run_id, "finished_at": finished.isoformat() if finished else None,
+                                "value": value, "ci_low": low, "ci_high": high, "version": version})
+    return series
+
+
+def _rising(trends) -> list[dict]:
+    """The run's trend findings ({metric: {tau, p, values, level}}) as rows for the report."""
+    if not isinstance(trends, dict):
+        return []
+    rows = []
+    for metric, found in trends.items():
+        if not isinstance(found, dict):
+            continue
+        values = found.get("values")
+        rows.append({"metric": str(metric), "runs": len(values) if isinstance(values, list) else None,
+                     "tau": _number(found.get("tau")), "p": _number(found.get("p")),
+                     "level": found.get("level") if isinstance(found.get("level"), str) else None})
+    return rows
+
+
+def _validation(v: Validation) -> dict:
+    """A Validation row with only the fields a reviewer needs: names, counts, row ids."""
+    results = []
+    for item in v.results or []:
+        if not isinstance(item, dict):
+            continue
+        ids = item.get("unexpected_ids") or []
+        results.append({
+            "expectation": str(item.get("expectation", "")), "column": item.get("column"),
+            "success": bool(item.get("success")), "observed": _observed(item.get("observed")),
+            "unexpected_count": item.get("unexpected_count"),
+            "unexpected_ids": [i for i in ids if isinstance(i, int | str)][:MAX_IDS] if isinstance(ids, list) else [],
+        })
+    return {"kind": v.kind, "success": v.success, "row_count": v.row_count, "results": results}
+
+
+def _observed(value):
+    """Numbers pass; anything else is shown as a short string (the validator stores no sampled text)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= MAX_OBSERVED else text[:MAX_OBSERVED - 1] + "…"
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _chart(series: list[dict], metric: str, levels: dict | None, current: int) -> Markup:
+    # line_chart escapes every text it writes (html.escape), so its SVG is safe to insert as is.
+    return Markup(charts.line_chart(series, title=metric, levels=levels, highlight=current))
+
+
 _env = Environment(loader=PackageLoader("monitors", "templates"), autoescape=select_autoescape(["html"]))
+_env.globals["chart"] = _chart
 
 
 def write(folder: Path, content: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if (folder / DRIFT_REPORT).is_file():
+        content = {**content, "drift": {**content.get("drift", {"metrics": []}), "report": DRIFT_REPORT}}
     (folder / "report.json").write_text(json.dumps(content, indent=2, default=str))
     html_path = folder / "report.html"
     html_path.write_text(_env.get_template("report.html").render(r=content))

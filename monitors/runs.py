@@ -535,6 +535,21 @@ def write_report(deployment: str, dag_id: str, run_id: str) -> str:
     return str(html_path)
 
 
+def rerender_report(audit_run_id: int, force: bool = False, config_path: str | None = None) -> str:
+    """The path of a run's report.html; rendered (again) when asked or when the file is gone."""
+    config = load_config(config_path)
+    with session_scope() as session:
+        run = session.get(AuditRun, audit_run_id)
+        if run is None:
+            raise ConfigError(f"audit run {audit_run_id}: no such run in the ledger")
+        path = Path(run.report_path) if run.report_path else None
+        if force or path is None or not path.is_file():
+            folder = _folder(config, run.deployment.name, run.dag_id, run.run_id)
+            path = report.write(folder, report.build(session, run))
+            run.report_path = str(path)
+        return str(path)
+
+
 def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     """Delete the run's sample (production data) and prune folders past retention."""
     config = load_config()

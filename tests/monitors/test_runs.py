@@ -12,6 +12,7 @@ from audits.errors import SourceError
 from audits.pipeline import EmbeddingCache
 from audits.transforms import GaussianNoise
 from monitors import runs
+from monitors.cli import main as cli
 from monitors.config import load_config
 from monitors.database import session_scope
 from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Score
@@ -62,7 +63,7 @@ def audit(run_id: str) -> dict:
     return ref
 
 
-def test_leaky_version_is_gated_and_rolled_back(setup, production_rows):
+def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
     first = audit("run-1")
     with session_scope() as session:
         run = session.get(AuditRun, first["audit_run_id"])
@@ -92,6 +93,12 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows):
     assert "rollback" in report
     for row in production_rows:                              # no sampled text leaks into the report
         assert row["body"] not in report
+
+    # `embwarden report RUN_ID` prints the path, and renders the report again when it is gone.
+    (folder / "report.html").unlink()
+    assert cli(["report", str(second["audit_run_id"])]) == 0
+    assert capsys.readouterr().out.strip() == str(folder / "report.html")
+    assert "rollback" in (folder / "report.html").read_text()
 
 
 def test_a_retried_task_does_not_duplicate_rows_or_side_effects(setup, caplog):
