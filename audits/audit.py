@@ -47,15 +47,19 @@ class ProbeResult:
     error: str | None = None
     cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    # What the attacker recovered from a few canaries, every secret redacted (see redacted_examples).
+    examples: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {"probe": self.probe, "target": self.target, "scores": [s.to_dict() for s in self.scores],
-                "error": self.error, "cached": self.cached, "timings": self.timings}
+                "error": self.error, "cached": self.cached, "timings": self.timings,
+                "examples": list(self.examples)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ProbeResult:
         return cls(data["probe"], data["target"], tuple(Score.from_dict(s) for s in data["scores"]),
-                   data.get("error"), data.get("cached", False), data.get("timings", {}))
+                   data.get("error"), data.get("cached", False), data.get("timings", {}),
+                   tuple(data.get("examples", ())))
 
 
 def needs_of(probe) -> frozenset[str]:
@@ -212,5 +216,46 @@ class Auditor:
             return ProbeResult(name, target, error=f"{type(exc).__name__}: {exc}")
         log.info("%s on %s: %d scores, fit %.1f s%s, score %.1f s", name, target, len(scores), fit_seconds,
                  " (cached)" if cached else "", score_seconds)
+        examples = redacted_examples(probe, targets["canaries"]) if "canaries" in targets else ()
         return ProbeResult(name, target, scores, cached=cached,
-                           timings={"fit_seconds": round(fit_seconds, 3), "score_seconds": round(score_seconds, 3)})
+                           timings={"fit_seconds": round(fit_seconds, 3), "score_seconds": round(score_seconds, 3)},
+                           examples=examples)
+
+
+def redacted_examples(probe, canaries: Sample, count: int = 3) -> tuple[dict, ...]:
+    """What a word-recovering probe got back from the first `count` canaries, for the report.
+
+    Only canaries (synthetic texts with known secrets), never production texts. Every word of a
+    secret is shown as its kind (`[SURNAME]`), every word written capitalised in the text as
+    `[NAME]` and every word with a digit as `[NUMBER]`: the reader sees *that* a surname came back,
+    never which.
+    """
+    import re
+
+    from audits.probes.bow_inversion import _stop_words, content_words
+
+    if not hasattr(probe, "predict") or canaries.texts is None or canaries.secrets is None:
+        return ()
+    stop = _stop_words()
+    examples = []
+    for text, secrets, predicted in zip(canaries.texts[:count], canaries.secrets[:count],
+                                        probe.predict(canaries.vectors[:count]), strict=True):
+        kinds = {w: kind for kind, value in secrets.items() for w in content_words(value, stop)}
+        capitalised = {w.lower() for w in re.findall(r"\b[A-Z][a-z]+\b", text)}
+        actual = content_words(text, stop)
+        examples.append({
+            "recovered": sorted(_redact(w, kinds, capitalised) for w in predicted & actual),
+            "missed": sorted(_redact(w, kinds, capitalised) for w in actual - predicted),
+            "wrong_guesses": len(predicted - actual),
+            "secrets_recovered": sorted({kinds[w] for w in predicted & set(kinds)}),
+            "secrets": sorted(set(kinds.values())),
+        })
+    return tuple(examples)
+
+
+def _redact(word: str, kinds: dict[str, str], capitalised: set[str]) -> str:
+    if word in kinds:
+        return f"[{kinds[word].upper()}]"
+    if any(ch.isdigit() for ch in word):
+        return "[NUMBER]"
+    return "[NAME]" if word in capitalised else word

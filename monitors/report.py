@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from monitors import charts
+from monitors import artifacts, charts
 from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Score, Validation, Version
 from monitors.policy import Levels
 from monitors.registry import gate_state
@@ -163,6 +163,9 @@ _env.globals["chart"] = _chart
 def write(folder: Path, content: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    examples = {name: list(result.examples) for name, result in artifacts.read_probe_results(folder).items()
+                if result.examples}
+    content = {**content, "examples": examples}
     if (folder / DRIFT_REPORT).is_file():
         content = {**content, "drift": {**content.get("drift", {"metrics": []}), "report": DRIFT_REPORT}}
     (folder / "report.json").write_text(json.dumps(content, indent=2, default=str))

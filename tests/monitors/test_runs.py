@@ -1,5 +1,6 @@
 """The privacy_audit task bodies, called in order against a PostgreSQL ledger and source."""
 
+import json
 import logging
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from audits import corpora
 from audits.errors import SourceError
 from audits.pipeline import EmbeddingCache
 from audits.transforms import GaussianNoise
@@ -93,6 +95,12 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
     assert "rollback" in report
     for row in production_rows:                              # no sampled text leaks into the report
         assert row["body"] not in report
+    # What the attacker recovered is shown on canaries only, every secret by its kind.
+    examples = json.loads((folder / "report.json").read_text())["examples"]["bow_inversion"]
+    assert len(examples) == 3 and all("secrets" in e and "recovered" in e for e in examples)
+    for secrets in corpora.canaries(60, 7).secrets:
+        for value in secrets.values():
+            assert value not in report, "a canary's secret reached the report"
 
     # `embwarden report RUN_ID` prints the path, and renders the report again when it is gone.
     (folder / "report.html").unlink()
