@@ -92,6 +92,19 @@ def _epoch(value) -> float | None:
     return None
 
 
+def _created_at(columns: Columns) -> str:
+    if columns.created_at is None:
+        raise SourceError("source.columns.created_at: a time window (drift checks) needs the column that says when "
+                          "each vector was created")
+    return columns.created_at
+
+
+def _utc(epoch: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC)
+
+
 def choose_ids(ids: Sequence, size: int, seed: int, where: str) -> list:
     if not ids:
         raise InvalidSample(f"{where} has no rows, expected at least 1")
@@ -135,15 +148,19 @@ class SqlTableSource:
                 )
         return table
 
-    def draw(self, version: str, size: int, seed: int, dimension: int) -> Sample:
+    def draw(self, version: str, size: int, seed: int, dimension: int, since: float | None = None) -> Sample:
+        """`size` rows of `version`, or of its rows created at or after `since` (UTC epoch seconds)."""
         import sqlalchemy as sa
 
         engine = sa.create_engine(self.url)
         try:
             table = self._table(engine)
             c = self.columns
+            where = table.c[c.version] == version
+            if since is not None:
+                where = sa.and_(where, table.c[_created_at(c)] >= _utc(since))
             with engine.connect() as conn:
-                ids = conn.execute(sa.select(table.c[c.id]).where(table.c[c.version] == version)).scalars().all()
+                ids = conn.execute(sa.select(table.c[c.id]).where(where)).scalars().all()
                 chosen = choose_ids(ids, size, seed, f"version {version} in {self._where()}")
                 text_col = table.c[c.text] if c.text else sa.null()
                 created_col = table.c[c.created_at] if c.created_at else sa.null()
@@ -167,7 +184,7 @@ class ParquetSource:
         self.path = Path(path)
         self.columns = columns
 
-    def draw(self, version: str, size: int, seed: int, dimension: int) -> Sample:
+    def draw(self, version: str, size: int, seed: int, dimension: int, since: float | None = None) -> Sample:
         import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
@@ -180,7 +197,10 @@ class ParquetSource:
             if name is not None and name not in dataset.schema.names:
                 raise SourceError(f"source.columns.{field}: column {name!r} not in {self.path}; "
                                   f"it has {dataset.schema.names}")
-        ids = dataset.to_table(columns=[c.id], filter=pc.field(c.version) == version).column(c.id).to_pylist()
+        where = pc.field(c.version) == version
+        if since is not None:
+            where = where & (pc.field(_created_at(c)) >= _utc(since))
+        ids = dataset.to_table(columns=[c.id], filter=where).column(c.id).to_pylist()
         chosen = choose_ids(ids, size, seed, f"version {version} in {self.path}")
         columns = [c.id, c.vector] + ([c.text] if c.text else []) + ([c.created_at] if c.created_at else [])
         table = dataset.to_table(columns=columns, filter=pc.field(c.id).isin(chosen))

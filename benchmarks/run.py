@@ -65,7 +65,7 @@ def demo_figures() -> dict[str, float]:
             "demo_v2_token_f1": round(f1["v2"], 3)}
 
 
-SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative")
+SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative", "drift", "validation")
 
 
 def main() -> int:
@@ -92,6 +92,8 @@ def main() -> int:
         "first_audit": probes.first_audit,
         "real_text": lambda: probes.real_text(cache, OUT.parent),
         "generative": lambda: probes.generative(cache, OUT.parent),
+        "drift": lambda: probes.drift(cache),
+        "validation": probes.validation,
     }
     for section in wanted:
         started = time.perf_counter()

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from audits.errors import EmbwardenError
 from monitors.alerts import Alert
-from monitors.gates import AUDIT_ACTOR, last_passing_version, set_gate
-from monitors.ledger import Action, AlertRecord, AuditRun, Deployment, Incident, utcnow
+from monitors.gates import last_passing_version, set_gate
+from monitors.ledger import Action, AlertRecord, AuditRun, Incident, utcnow
 from monitors.policy import SEVERITY, Levels
 from monitors.registry import gate_state
 
@@ -76,15 +76,22 @@ def planned(session: Session, run: AuditRun, policy: Policy) -> tuple[str, ...]:
         kinds.add("close_gate")
     if level == "pass":
         dep = run.deployment
-        if open_incident(session, dep) is not None:
+        if open_incident(session, run) is not None:
             kinds.add("alert")
         gate = gate_state(session, dep)
-        if (policy.reopen == "auto" and gate is not None and gate.state == "closed" and gate.actor == AUDIT_ACTOR
-                and run.version_id == dep.active_version_id):
+        if (policy.reopen == "auto" and gate is not None and gate.state == "closed" and gate.audit_run_id is not None
+                and run.version_id == dep.active_version_id and _closed_by_same_check(session, gate, run)):
             kinds.add("reopen_gate")
     # What an earlier attempt started stays planned (its incident may have changed since).
     kinds |= set(session.scalars(sa.select(Action.kind).where(Action.audit_run_id == run.id)))
     return tuple(k for k in ORDER if k in kinds)
+
+
+def _closed_by_same_check(session: Session, gate, run: AuditRun) -> bool:
+    """A passing drift check does not reopen a gate a leakage audit closed, nor the other way round;
+    a gate closed by a person (no audit run) is reopened by a person."""
+    closer = session.get(AuditRun, gate.audit_run_id)
+    return closer is not None and closer.dag_id == run.dag_id
 
 
 def begin(session: Session, run: AuditRun, kind: str, reason: str) -> Action | None:
@@ -92,7 +99,7 @@ def begin(session: Session, run: AuditRun, kind: str, reason: str) -> Action | N
     action = session.scalar(sa.select(Action).where(Action.audit_run_id == run.id, Action.kind == kind))
     if action is None:
         action = Action(deployment_id=run.deployment_id, audit_run_id=run.id, kind=kind, status="pending",
-                        actor=AUDIT_ACTOR, reason=reason, detail={})
+                        actor=run.dag_id, reason=reason, detail={})
         session.add(action)
         session.flush()
     return None if action.status == "done" else action
@@ -111,7 +118,7 @@ def close_gate(session: Session, run: AuditRun, reason: str) -> dict:
     current = gate_state(session, dep)
     if current is not None and current.state == "closed" and current.audit_run_id == run.id:
         return {"gate": "closed", "already": True}
-    set_gate(session, dep, "closed", reason, AUDIT_ACTOR, run.id)
+    set_gate(session, dep, "closed", reason, run.dag_id, run.id)
     return {"gate": "closed"}
 
 
@@ -121,7 +128,7 @@ def reopen_gate(session: Session, run: AuditRun) -> dict:
     if current is not None and current.state == "open":
         return {"gate": "open", "already": True}
     set_gate(session, dep, "open", f"audit run {run.id} of {run.version.name} passed; reopened automatically",
-             AUDIT_ACTOR, run.id)
+             run.dag_id, run.id)
     return {"gate": "open", "closed_because": current.reason if current else None}
 
 
@@ -157,15 +164,18 @@ def perform(session: Session, run: AuditRun, kind: str, policy: Policy) -> dict:
 
 
 # -- incidents and alerts ------------------------------------------------------------------------
-def open_incident(session: Session, dep: Deployment) -> Incident | None:
-    return session.scalar(sa.select(Incident).where(Incident.deployment_id == dep.id, Incident.status == "open")
+def open_incident(session: Session, run: AuditRun) -> Incident | None:
+    """The deployment's open incident found by the same kind of check as `run` (audit or drift)."""
+    return session.scalar(sa.select(Incident).join(AuditRun, AuditRun.id == Incident.opened_run_id)
+                          .where(Incident.deployment_id == run.deployment_id, Incident.status == "open",
+                                 AuditRun.dag_id == run.dag_id)
                           .order_by(Incident.id.desc()).limit(1))
 
 
 def incident_news(session: Session, run: AuditRun) -> tuple[str | None, Incident | None]:
     """Move the deployment's incident on with this run; the alert kind it earns, if any."""
     level = level_of(run)
-    incident = open_incident(session, run.deployment)
+    incident = open_incident(session, run)
     if level == "pass":
         if incident is None:
             return None, None

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,3 +97,29 @@ def prune(root: Path, retention_days: int, now: float | None = None) -> int:
     if removed:
         log.info("pruned %d run folders older than %d days under %s", removed, retention_days, root)
     return removed
+
+
+REFERENCE_FILE = "reference.npy"
+
+
+def reference_path(root: Path, deployment: str, version: str) -> Path:
+    """Where a version's reference sample lives: beside the run folders, so the same retention prunes
+    the references of versions no longer audited (a passing audit rewrites its version's)."""
+    return Path(root) / _slug(deployment) / "_references" / _slug(version) / REFERENCE_FILE
+
+
+def write_reference(root: Path, deployment: str, version: str, vectors: np.ndarray) -> Path:
+    """Keep the vectors (no ids, no text) of a passing audit's sample as the version's drift reference."""
+    path = reference_path(root, deployment, version)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, np.asarray(vectors, dtype=np.float32))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)   # a reader never sees half a file
+    return path
+
+
+def read_reference(root: Path, deployment: str, version: str) -> np.ndarray | None:
+    path = reference_path(root, deployment, version)
+    return np.load(path, allow_pickle=False) if path.is_file() else None

@@ -172,6 +172,14 @@ class ValidationConfig(_Model):
         return self
 
 
+class DriftConfig(_Model):
+    """The embedding_drift DAG: the recent window of the active version against its reference sample
+    (the sample of its last passing audit). Thresholds name `drift.model_auc`, `drift.mmd`, `drift.norm_ks`."""
+
+    window_hours: float = Field(default=24, gt=0, allow_inf_nan=False)
+    sample_size: int = Field(default=2000, ge=20, le=100_000)
+
+
 class EmailChannelConfig(_Model):
     """Alert mail through Airflow's SmtpNotifier; host, port and login come from the connection."""
 
@@ -205,6 +213,7 @@ class DeploymentConfig(_Model):
     auxiliary_corpus: AuxiliaryCorpusConfig = SyntheticCorpusConfig()
     canaries: CanaryConfig = CanaryConfig()
     validation: ValidationConfig = ValidationConfig()
+    drift: DriftConfig | None = DriftConfig()    # null: no drift checks for this deployment
     probes: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"bow_inversion": {}})
     thresholds: dict[str, ThresholdConfig] = Field(default_factory=dict)
     # When the audit cannot run (source or encoder down): alert and leave the gate as it is
@@ -215,6 +224,10 @@ class DeploymentConfig(_Model):
     reopen: Literal["auto", "manual"] = "auto"
     # Alert channels of this deployment; when absent, the top-level `alerts` apply.
     alerts: list[AlertChannelConfig] | None = None
+
+    def checks(self) -> list[str]:
+        """What produces scores for this deployment: its probes, and `drift` when drift is checked."""
+        return [*self.probes, *(["drift"] if self.drift is not None else [])]
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentConfig:
@@ -235,7 +248,7 @@ class DeploymentConfig(_Model):
         for key, tcfg in self.thresholds.items():
             if not METRIC_KEY.match(key):
                 raise ValueError(f"thresholds: {key!r} is not of the form probe.metric")
-            problems = metric_problems(key, tcfg.levels(), self.probes)
+            problems = metric_problems(key, tcfg.levels(), self.checks())
             if problems:
                 raise ValueError("thresholds." + "; thresholds.".join(problems))
         return self

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audits.errors import EmbwardenError
+from monitors.assets import AUDIT_DAG
 from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Version, utcnow
 from monitors.registry import gate_state, get_deployment, get_version
 
-AUDIT_ACTOR = "privacy_audit"
 MANUAL_ACTIONS = ("close_gate", "reopen_gate", "rollback", "activate")
 
 
@@ -50,9 +50,9 @@ def set_gate(session: Session, dep: Deployment, state: str, reason: str, actor: 
 
 
 def last_passing_version(session: Session, dep: Deployment, other_than: int | None) -> Version | None:
-    """The version (other than `other_than`) whose most recent audit passed most recently."""
+    """The version (other than `other_than`) whose most recent privacy audit passed most recently."""
     latest = (sa.select(AuditRun.version_id, sa.func.max(AuditRun.id).label("last_id"))
-              .where(AuditRun.deployment_id == dep.id, AuditRun.verdict.is_not(None))
+              .where(AuditRun.deployment_id == dep.id, AuditRun.verdict.is_not(None), AuditRun.dag_id == AUDIT_DAG)
               .group_by(AuditRun.version_id).subquery())
     query = (sa.select(AuditRun).join(latest, AuditRun.id == latest.c.last_id)
              .where(AuditRun.verdict == "pass").order_by(AuditRun.id.desc()).limit(1))

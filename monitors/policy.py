@@ -14,6 +14,9 @@ from dataclasses import dataclass
 SEVERITY = {"pass": 0, "warn": 1, "gate": 2, "rollback": 3}
 LEVELS = ("warn", "gate", "rollback")
 BASES = ("value", "ci_low", "ci_high")
+# The drift check's metrics (monitors.drift) and the values they can take; probes declare theirs.
+DRIFT_METRICS: dict[str, tuple[float, float | None]] = {
+    "drift.model_auc": (0, 1), "drift.mmd": (0, None), "drift.norm_ks": (0, 1)}
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,13 @@ def metric_problems(metric: str, levels: Levels, probes: Iterable[str]) -> list[
     """Problems of a threshold for `metric` (`probe.metric`) on a deployment running `probes`."""
     from audits.probes import metric_ranges
 
-    ranges = metric_ranges()
+    ranges = {**metric_ranges(), **DRIFT_METRICS}
     probe = metric.split(".", 1)[0]
     if metric not in ranges:
         known = sorted(m for m in ranges if m.startswith(probe + "."))
         return [f"{metric}: unknown metric; expected one of {known or sorted(ranges)}"]
     if probe not in set(probes):
-        return [f"{metric}: probe {probe!r} does not run on this deployment"]
+        return [f"{metric}: {probe!r} does not run on this deployment"]
     found = [f"{metric}.{p}" for p in levels.problems()]
     low, high = ranges[metric]
     for level in LEVELS:

@@ -27,7 +27,7 @@ from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import GaussianNoise, Identity
 from monitors import actions, artifacts, report
 from monitors.alerts import Alert
-from monitors.assets import REAUDIT_ASSET
+from monitors.assets import AUDIT_DAG, DRIFT_DAG, REAUDIT_ASSET
 from monitors.config import EmbwardenConfig, load_config
 from monitors.database import LedgerUnavailable, connection_url, migrate, session_scope
 from monitors.ledger import Action, AlertRecord, AuditRun, Deployment, Score, Validation, Version, utcnow
@@ -170,10 +170,20 @@ def list_deployments(only: str | None = None, reaudits: list[str] | None = None)
     return names
 
 
-def sample(deployment: str, dag_id: str, run_id: str) -> dict:
-    """Open (or reopen, on retry) the audit run and draw its sample into the run's folder."""
+def sample(deployment: str, dag_id: str, run_id: str, window_end: float | None = None) -> dict:
+    """Open (or reopen, on retry) the audit run and draw its sample into the run's folder.
+
+    With `window_end` (UTC epoch seconds, fixed by the DAG run so that a retry draws the same rows)
+    it draws the drift window instead: the active version's rows created in the configured
+    `drift.window_hours` before it, up to `drift.sample_size`.
+    """
     config = load_config()
     dep_cfg = config.deployment(deployment)
+    since, size = None, dep_cfg.sample_size
+    if window_end is not None:
+        if dep_cfg.drift is None:
+            raise _skip(f"{deployment}: drift checks are off (drift: null)")
+        since, size = window_end - dep_cfg.drift.window_hours * 3600, dep_cfg.drift.sample_size
     with session_scope() as session:
         dep = sync_deployment(session, deployment, dep_cfg)
         run = session.scalar(sa.select(AuditRun).where(
@@ -189,8 +199,8 @@ def sample(deployment: str, dag_id: str, run_id: str) -> dict:
     with _failing_run(ref.audit_run_id):
         started = time.perf_counter()
         pipeline = build_pipeline(config, deployment, version)
-        drawn = build_source(config, deployment).draw(version, dep_cfg.sample_size,
-                                                      run_seed(dag_id, run_id, deployment), pipeline.encoder.dimension)
+        drawn = build_source(config, deployment).draw(version, size, run_seed(dag_id, run_id, deployment),
+                                                      pipeline.encoder.dimension, since=since)
         artifacts.write_sample(Path(ref.artifact_dir), drawn)
         with session_scope() as session:
             session.get(AuditRun, ref.audit_run_id).sample_size = len(drawn)
@@ -324,7 +334,7 @@ def record(deployment: str, dag_id: str, run_id: str) -> dict:
     """Write every probe's scores to the ledger (overwriting this run's earlier attempt) and note
     the probes that failed on the run. Runs whatever became of the probe tasks."""
     ref = _live_ref(deployment, dag_id, run_id, "record")
-    expected = list(load_config().deployment(deployment).probes)
+    expected = ["drift"] if dag_id == DRIFT_DAG else list(load_config().deployment(deployment).probes)
     results = artifacts.read_probe_results(Path(ref.artifact_dir))
     errors = [f"{name}: {results[name].error}" if name in results else f"{name}: no result (task failed, see its log)"
               for name in expected if name not in results or results[name].error]
@@ -554,10 +564,69 @@ def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     """Delete the run's sample (production data) and prune folders past retention."""
     config = load_config()
     folder = _folder(config, deployment, dag_id, run_id)
+    keep_reference(config, deployment, dag_id, run_id, folder)
     deleted = artifacts.delete_sample(folder)
     pruned = artifacts.prune(config.resolve(config.artifacts.root), config.artifacts.retention_days)
     log.info("cleanup of %s: sample deleted=%s, %d old run folders pruned", folder.name, deleted, pruned)
     return pruned
+
+
+def keep_reference(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str, folder: Path) -> None:
+    """A privacy audit that passed leaves its sample's vectors (no ids, no text) as its version's
+    drift reference; the next passing audit replaces them, the artifact retention removes them."""
+    if dag_id != AUDIT_DAG or not (folder / artifacts.SAMPLE_FILE).is_file():
+        return
+    with session_scope() as session:
+        run = session.scalar(sa.select(AuditRun).join(AuditRun.deployment).where(
+            AuditRun.dag_id == dag_id, AuditRun.run_id == run_id, Deployment.name == deployment))
+        if run is None or run.verdict != "pass":
+            return
+        version = run.version.name
+    drawn = artifacts.read_sample(folder)
+    path = artifacts.write_reference(config.resolve(config.artifacts.root), deployment, version, drawn.vectors)
+    log.info("%s/%s: %d vectors kept as the drift reference (%s)", deployment, version, len(drawn), path.name)
+
+
+# -- embedding_drift -----------------------------------------------------------------------------
+def has_reference(deployment: str) -> bool:
+    """Whether the active version has a reference sample to compare the window with."""
+    config = load_config()
+    with session_scope() as session:
+        dep = sync_deployment(session, deployment, config.deployment(deployment))
+        version = dep.active_version.name
+    return artifacts.reference_path(config.resolve(config.artifacts.root), deployment, version).is_file()
+
+
+def drift(deployment: str, dag_id: str, run_id: str) -> dict:
+    """The window against the version's reference: evidently's model-based AUC and MMD and a KS test
+    on norms, written like a probe's scores (recorded, judged and acted on the same way), plus
+    evidently's own HTML report in the run's folder."""
+    from monitors.drift import compute
+
+    ref = _live_ref(deployment, dag_id, run_id, "check drift")
+    config = load_config()
+    folder = Path(ref.artifact_dir)
+    with _failing_run(ref.audit_run_id):
+        with session_scope() as session:
+            version = session.get(AuditRun, ref.audit_run_id).version.name
+        reference = artifacts.read_reference(config.resolve(config.artifacts.root), deployment, version)
+        if reference is None:
+            raise InvalidSample(f"{deployment}/{version}: no reference sample (a passing privacy audit keeps one)")
+        window = artifacts.read_sample(folder)
+        seed = run_seed(dag_id, run_id, deployment)
+        result = compute(window.vectors, reference, seed=seed)
+        scores = tuple(result.scores())
+        with session_scope() as session:
+            thresholds = effective_thresholds(session, session.get(AuditRun, ref.audit_run_id).deployment)
+        if any(s.key in thresholds and thresholds[s.key].crossed(thresholds[s.key].judged(s)) != "pass"
+               for s in scores):
+            # evidently's HTML draws a t-SNE (tens of seconds): only for a window that drifts.
+            compute(window.vectors, reference, seed=seed, html_path=str(folder / report.DRIFT_REPORT))
+        artifacts.write_probe_result(folder, ProbeResult("drift", "sample", scores))
+        log.info("drift run %d: model_auc %.3f, mmd %.4f, norm_ks %.3f (%d vs %d vectors, %.1f s)",
+                 ref.audit_run_id, result.model_auc, result.mmd, result.norm_ks, result.n_current,
+                 result.n_reference, result.seconds)
+    return ref.to_xcom()
 
 
 # -- privacy_gate --------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def set_threshold(session: Session, config: EmbwardenConfig, deployment: str, me
         raise ThresholdError("reason: a reason is required for a threshold change")
     if not author or not author.strip():
         raise ThresholdError("author: who changes the threshold must be given")
-    problems = metric_problems(metric, levels, config.deployment(deployment).probes)
+    problems = metric_problems(metric, levels, config.deployment(deployment).checks())
     if problems:
         raise ThresholdError("; ".join(problems))
     dep = get_deployment(session, deployment)

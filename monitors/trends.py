@@ -52,6 +52,7 @@ def trends_of(session: Session, run: AuditRun, thresholds: dict[str, Levels], le
     """Metrics of `run` that pass their thresholds but rise over this version's last audits."""
     earlier = (sa.select(AuditRun.id).where(AuditRun.deployment_id == run.deployment_id,
                                             AuditRun.version_id == run.version_id, AuditRun.id < run.id,
+                                            AuditRun.dag_id == run.dag_id,
                                             AuditRun.status == "succeeded")
                .order_by(AuditRun.id.desc()).limit(WINDOW - 1).subquery())
     history: dict[str, list[tuple[int, float]]] = {}

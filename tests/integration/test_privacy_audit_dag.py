@@ -61,7 +61,7 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
 
 
 def dags_test(env, dag_id: str = "privacy_audit", conf: dict | None = None) -> subprocess.CompletedProcess:
-    conf = conf or {"deployment": "support-search"}
+    conf = {"deployment": "support-search"} if conf is None else conf
     return subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)],
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -134,6 +134,16 @@ def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, 
         assert tuple(last) == ("v1", "pass")
         assert conn.execute(sa.text("SELECT state FROM gate_events ORDER BY id DESC LIMIT 1")).scalar() == "open"
     assert mail_catcher.messages[-1]["Subject"] == "[embwarden] resolved: support-search v1: pass"
+
+    # embedding_drift: v1's passing audit left its reference sample; the window drawn from the same
+    # pipeline does not drift.
+    drift = dags_test(env, "embedding_drift", {})
+    assert drift.returncode == 0, drift.stdout[-3000:]
+    with ledger.connect() as conn:
+        checked = conn.execute(sa.text("SELECT r.verdict, count(s.id) FROM audit_runs r JOIN scores s "
+                                       "ON s.audit_run_id = r.id WHERE r.dag_id = 'embedding_drift' "
+                                       "GROUP BY r.id, r.verdict")).all()
+        assert [tuple(c) for c in checked] == [("pass", 3)]
 
     # privacy_gate: a person closes the gate from the Params form, with a reason; bad params are refused.
     closed = dags_test(env, "privacy_gate", {"deployment": "support-search", "action": "close_gate",

@@ -54,7 +54,7 @@ def write(tmp_path, mutate):
     (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(basis="median"),
      r"thresholds.bow_inversion.token_f1.basis: Input should be 'value', 'ci_low' or 'ci_high'"),
     (lambda d: d["thresholds"].update({"generative_inversion.bleu": {"warn": 30}}),
-     r"generative_inversion.bleu: probe 'generative_inversion' does not run on this deployment"),
+     r"generative_inversion.bleu: 'generative_inversion' does not run on this deployment"),
     (lambda d: d.update(alerts=[{"kind": "email", "to": []}]), r"alerts.0.to: List should have at least 1 item"),
     (lambda d: d.update(alerts=[{"kind": "pager"}]), r"alerts.0: .*'email', 'webhook'"),
     (lambda d: d.update(reopen="sometimes"), r"reopen: Input should be 'auto' or 'manual'"),

@@ -54,5 +54,5 @@ def test_invalid_levels_say_which_field():
     assert metric_problems("bow_inversion.f1", Levels(gate=0.5), probes)[0].startswith(
         "bow_inversion.f1: unknown metric; expected one of ['bow_inversion.secret_recovery'")
     assert metric_problems("candidate_inversion.top1", Levels(gate=0.5), probes) == [
-        "candidate_inversion.top1: probe 'candidate_inversion' does not run on this deployment"]
+        "candidate_inversion.top1: 'candidate_inversion' does not run on this deployment"]
     assert metric_problems("candidate_inversion.exposure_bits", Levels(gate=40), ["candidate_inversion"]) == []

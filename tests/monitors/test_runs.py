@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,8 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
     examples = json.loads((folder / "report.json").read_text())["examples"]["bow_inversion"]
     assert len(examples) == 3 and all("secrets" in e and "recovered" in e for e in examples)
     for secrets in corpora.canaries(60, 7).secrets:
-        for value in secrets.values():
-            assert value not in report, "a canary's secret reached the report"
+        for value in secrets.values():   # as a word of its own: "3554" may sit inside a float's digits
+            assert not re.search(rf"(?<![\w.]){re.escape(value)}(?!\w)", report), f"a canary's secret: {value}"
 
     # `embwarden report RUN_ID` prints the path, and renders the report again when it is gone.
     (folder / "report.html").unlink()
