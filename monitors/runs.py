@@ -79,32 +79,37 @@ def _no_retry(exc: EmbwardenError) -> Exception:
     return AirflowFailException(f"{type(exc).__name__}: {exc}")
 
 
+RETRYABLE = "(retryable)"
+
+
 @contextmanager
-def _failing_run(audit_run_id: int | None) -> Iterator[None]:
+def _failing_run(audit_run_id: int | None, step: str) -> Iterator[None]:
     """Record any error on the audit run before re-raising it, so no run looks clean by accident.
 
     Bad input or configuration is raised so that Airflow does not retry it; an unreachable
-    source or ledger, and unexpected errors, keep Airflow's retries.
+    source or ledger, and unexpected errors, keep Airflow's retries, and the error is marked
+    retryable by `step`, so that the retried step resumes the run instead of skipping it.
     """
     try:
         yield
     except Exception as exc:
-        log.error("audit run %s stopped: %s: %s", audit_run_id, type(exc).__name__, exc)
+        log.error("audit run %s stopped in %s: %s: %s", audit_run_id, step, type(exc).__name__, exc)
+        retryable = not isinstance(exc, EmbwardenError) or isinstance(exc, SourceError | LedgerUnavailable)
         if audit_run_id is not None:
-            _mark_stopped(audit_run_id, exc)
-        if isinstance(exc, EmbwardenError) and not isinstance(exc, SourceError | LedgerUnavailable):
+            _mark_stopped(audit_run_id, exc, f"{RETRYABLE} {step}: " if retryable else "")
+        if not retryable:
             raise _no_retry(exc) from exc
         raise
 
 
-def _mark_stopped(audit_run_id: int, exc: Exception) -> None:
+def _mark_stopped(audit_run_id: int, exc: Exception, prefix: str = "") -> None:
     invalid = isinstance(exc, InvalidSample)
     try:
         with session_scope() as session:
             run = session.get(AuditRun, audit_run_id)
             run.status = "invalid" if invalid else "failed"
             run.verdict = "invalid" if invalid else None
-            run.error = f"{type(exc).__name__}: {exc}"
+            run.error = f"{prefix}{type(exc).__name__}: {exc}"
             run.finished_at = utcnow()
     except LedgerUnavailable as ledger_down:  # the original error matters more; say both
         log.error("audit run %s could not be marked stopped: %s", audit_run_id, ledger_down)
@@ -196,7 +201,7 @@ def sample(deployment: str, dag_id: str, run_id: str, window_end: float | None =
         ref = RunRef(deployment, dag_id, run_id, run.id,
                      str(_folder(config, deployment, dag_id, run_id)))
         version = session.get(Version, run.version_id).name
-    with _failing_run(ref.audit_run_id):
+    with _failing_run(ref.audit_run_id, "sample"):
         started = time.perf_counter()
         pipeline = build_pipeline(config, deployment, version)
         drawn = build_source(config, deployment).draw(version, size, run_seed(dag_id, run_id, deployment),
@@ -218,7 +223,7 @@ def validate(deployment: str, dag_id: str, run_id: str) -> dict:
     config = load_config()
     vcfg = config.deployment(deployment).validation
     folder = Path(ref.artifact_dir)
-    with _failing_run(ref.audit_run_id):
+    with _failing_run(ref.audit_run_id, "validate"):
         with session_scope() as session:
             run = session.get(AuditRun, ref.audit_run_id)
             version = run.version.name
@@ -338,7 +343,7 @@ def record(deployment: str, dag_id: str, run_id: str) -> dict:
     results = artifacts.read_probe_results(Path(ref.artifact_dir))
     errors = [f"{name}: {results[name].error}" if name in results else f"{name}: no result (task failed, see its log)"
               for name in expected if name not in results or results[name].error]
-    with _failing_run(ref.audit_run_id), session_scope() as session:
+    with _failing_run(ref.audit_run_id, "record"), session_scope() as session:
         run = session.get(AuditRun, ref.audit_run_id)
         existing = {(s.task, s.probe, s.metric): s for s in run.scores}
         recorded = 0
@@ -365,6 +370,9 @@ def _live_ref(deployment: str, dag_id: str, run_id: str, step: str) -> RunRef:
         raise _skip(f"{deployment}: no audit run was opened; nothing to {step}")
     with session_scope() as session:
         run = session.get(AuditRun, ref.audit_run_id)
+        if run.status == "failed" and (run.error or "").startswith(f"{RETRYABLE} {step}: "):
+            log.info("audit run %d: retrying %s after: %s", run.id, step, run.error)
+            run.status, run.error, run.finished_at = "running", None, None   # Airflow's retry of this step
         if run.status in ("failed", "invalid"):
             raise _skip(f"{deployment}: audit run {run.id} is {run.status} ({run.error}); nothing to {step}")
         if step == "evaluate" and not run.scores:
@@ -379,7 +387,7 @@ def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
     from monitors.policy import evaluate as verdict_of
 
     ref = _live_ref(deployment, dag_id, run_id, "evaluate")
-    with _failing_run(ref.audit_run_id), session_scope() as session:
+    with _failing_run(ref.audit_run_id, "evaluate"), session_scope() as session:
         run = session.get(AuditRun, ref.audit_run_id)
         thresholds = effective_thresholds(session, run.deployment)
         result = verdict_of(run.scores, thresholds)
@@ -606,7 +614,7 @@ def drift(deployment: str, dag_id: str, run_id: str) -> dict:
     ref = _live_ref(deployment, dag_id, run_id, "check drift")
     config = load_config()
     folder = Path(ref.artifact_dir)
-    with _failing_run(ref.audit_run_id):
+    with _failing_run(ref.audit_run_id, "check drift"):
         with session_scope() as session:
             version = session.get(AuditRun, ref.audit_run_id).version.name
         reference = artifacts.read_reference(config.resolve(config.artifacts.root), deployment, version)

@@ -222,3 +222,27 @@ def test_probes_run_apart_score_canaries_when_the_sample_lacks_secrets_and_one_f
         assert run.error.startswith("attribute_inference: ProbeError")
     report = (Path(ref["artifact_dir"]) / "report.html").read_text()
     assert "Probes that failed" in report and "canaries" in report
+
+
+def test_a_retried_step_resumes_the_run_after_a_transient_error(setup):
+    """A step that failed on something passing (a lost file, a ledger blip) keeps Airflow's retries,
+    and its retry carries the run on instead of skipping it as stopped."""
+    ref = runs.sample(DEP, DAG, "run-1")
+    sample_file = Path(ref["artifact_dir"]) / "sample.npz"
+    aside = sample_file.with_suffix(".aside")
+    sample_file.rename(aside)                                # e.g. a network share that hiccuped
+    with pytest.raises(FileNotFoundError):
+        runs.validate(DEP, DAG, "run-1")
+    with session_scope() as session:
+        run = session.get(AuditRun, ref["audit_run_id"])
+        assert run.status == "failed" and run.error.startswith("(retryable) validate: FileNotFoundError")
+    with pytest.raises(AirflowSkipException):
+        runs.record(DEP, DAG, "run-1")                       # another step does not resume it
+    aside.rename(sample_file)
+    runs.validate(DEP, DAG, "run-1")                         # Airflow's retry of validate
+    probe_all("run-1")
+    runs.record(DEP, DAG, "run-1")
+    runs.evaluate(DEP, DAG, "run-1")
+    with session_scope() as session:
+        run = session.get(AuditRun, ref["audit_run_id"])
+        assert (run.status, run.verdict, run.error) == ("succeeded", "pass", None)
