@@ -65,7 +65,8 @@ def demo_figures() -> dict[str, float]:
             "demo_v2_token_f1": round(f1["v2"], 3)}
 
 
-SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative", "drift", "validation")
+SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative", "drift", "validation",
+            "ui")
 
 
 def main() -> int:
@@ -73,7 +74,7 @@ def main() -> int:
     run this time are kept from the previous results file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from benchmarks import probes
+    from benchmarks import probes, ui
 
     wanted = sys.argv[1:] or list(SECTIONS)
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -94,6 +95,7 @@ def main() -> int:
         "generative": lambda: probes.generative(cache, OUT.parent),
         "drift": lambda: probes.drift(cache),
         "validation": probes.validation,
+        "ui": ui.ui_figures,
     }
     for section in wanted:
         started = time.perf_counter()

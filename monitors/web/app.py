@@ -1,0 +1,270 @@
+"""The Airflow plugin's FastAPI app: embwarden's ledger as pages and a JSON API, mounted at /embwarden.
+
+Every route requires an authenticated Airflow user (see monitors.web.auth); writes go through
+monitors.thresholds.set_threshold and monitors.gates.change only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+
+from audits.errors import ConfigError, EmbwardenError
+from monitors import gates
+from monitors import thresholds as threshold_api
+from monitors.config import load_config
+from monitors.database import session_scope
+from monitors.ledger import Deployment
+from monitors.policy import Levels
+from monitors.web import queries
+from monitors.web.auth import LoginRequired, api_user, gate_reader, login_url, may_write, page_user, user_name, writer
+
+HERE = Path(__file__).parent
+PREFIX = "/embwarden"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+app = FastAPI(title="embwarden", version="1", openapi_url=None, docs_url=None, redoc_url=None,
+              description="Privacy audits of text embeddings: the ledger's deployments, runs, scores, "
+                          "thresholds and gates. Every route needs an Airflow user (Bearer JWT or the "
+                          "`_token` cookie); writes need the admin role.")
+
+ApiUser = Annotated[BaseUser, Depends(api_user)]
+PageUser = Annotated[BaseUser, Depends(page_user)]
+Writer = Annotated[BaseUser, Depends(writer)]
+
+
+class ThresholdBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: str = Field(min_length=1, max_length=130, description="probe.metric, e.g. bow_inversion.token_f1")
+    warn: float | None = None
+    gate: float | None = None
+    rollback: float | None = None
+    higher_is_worse: bool = True
+    basis: Literal["value", "ci_low", "ci_high"] = "value"
+    reason: str = Field(max_length=2000, description="why; recorded with the change")
+
+
+class GateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["close_gate", "reopen_gate", "rollback", "activate"]
+    reason: str = Field(max_length=2000)
+    version: str | None = Field(default=None, max_length=64)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_spec(user: ApiUser) -> JSONResponse:
+    """The API's OpenAPI document, for Airflow users only (no Swagger page: it would need a CDN)."""
+    return JSONResponse(app.openapi())
+
+
+@app.exception_handler(LoginRequired)
+async def _to_login(request: Request, exc: LoginRequired):
+    return RedirectResponse(login_url(exc.next_url), status_code=status.HTTP_303_SEE_OTHER)
+
+
+FIELDS = ("reason", "author", "actor", "version", "action", "warn", "gate", "rollback", "basis", "metric")
+
+
+def _refused(message: str, metric: str | None = None) -> HTTPException:
+    """A 422 naming the field of each problem: the text before the ':' of embwarden's messages."""
+    details = []
+    for part in message.split("; "):
+        head = part.split(":", 1)[0].strip()
+        if metric and head == metric:
+            head = "metric"
+        elif metric and head.startswith(metric + "."):
+            head = head[len(metric) + 1:]
+        details.append({"loc": ["body", head if head in FIELDS else "levels"], "msg": part, "type": "value_error"})
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, details)
+
+
+def _known(session, deployment: str) -> None:
+    if session.query(Deployment.id).filter(Deployment.name == deployment).first() is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"deployment {deployment!r} is not in the ledger")
+
+
+def _base(request: Request) -> str:
+    """Where this app is mounted, as the browser sees it (root_path set by the mount)."""
+    return request.scope.get("root_path", "").rstrip("/") or PREFIX
+
+
+def _page(request: Request, name: str, user: BaseUser, **context) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"base": _base(request), "user": user_name(user),
+                                                      "can_write": may_write(user), **context})
+
+
+# ---- JSON API -------------------------------------------------------------------------------------
+
+@app.get("/api/deployments", tags=["api"], summary="Every deployment: gate, active version, last verdict, worst metric")
+def api_deployments(user: ApiUser) -> list[dict]:
+    with session_scope() as session:
+        return queries.overview(session)
+
+
+@app.get("/api/runs", tags=["api"], summary="A deployment's audit runs, newest first")
+def api_runs(user: ApiUser, deployment: str, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict]:
+    with session_scope() as session:
+        _known(session, deployment)
+        return queries.runs(session, deployment, limit)
+
+
+@app.get("/api/scores", tags=["api"], summary="Scores of a deployment's newest runs, oldest first")
+def api_scores(user: ApiUser, deployment: str, metric: str | None = None,
+               limit: Annotated[int, Query(ge=1, le=5000)] = 400) -> list[dict]:
+    with session_scope() as session:
+        _known(session, deployment)
+        return queries.scores(session, deployment, metric, limit)
+
+
+@app.get("/api/thresholds", tags=["api"], summary="Thresholds in force and their history (newest first)")
+def api_thresholds(user: ApiUser, deployment: str) -> dict:
+    with session_scope() as session:
+        _known(session, deployment)
+        return queries.threshold_view(session, deployment)
+
+
+@app.post("/api/thresholds/{deployment}", tags=["api"], summary="Set a metric's thresholds (admin; JSON only)",
+          responses={403: {"description": "not an admin"}, 415: {"description": "not a JSON body"},
+                     422: {"description": "refused; the field is named"}})
+def api_set_threshold(deployment: str, body: ThresholdBody, user: Writer) -> dict:
+    try:
+        config = load_config()
+        with session_scope() as session:
+            _known(session, deployment)
+            change = threshold_api.set_threshold(
+                session, config, deployment, body.metric,
+                Levels(warn=body.warn, gate=body.gate, rollback=body.rollback,
+                       higher_is_worse=body.higher_is_worse, basis=body.basis),
+                author=user_name(user), reason=body.reason)
+    except threshold_api.ThresholdError as exc:
+        raise _refused(str(exc), body.metric) from None
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return {"deployment": change.deployment, "metric": change.metric, "version": change.version, "old": change.old,
+            "new": change.new, "author": change.author, "reason": change.reason,
+            "created_at": change.created_at.isoformat()}
+
+
+def _gate_json(g: gates.GateStatus) -> dict:
+    return {"deployment": g.deployment, "state": g.state, "reason": g.reason, "active_version": g.active_version,
+            "since": g.since.isoformat() if g.since else None, "actor": g.actor}
+
+
+@app.get("/api/gates/{deployment}", tags=["api"],
+         summary="The gate and active version (an Airflow user, or the read-only service token)")
+def api_gate(deployment: str, reader: Annotated[str, Depends(gate_reader)]) -> dict:
+    with session_scope() as session:
+        _known(session, deployment)
+        return _gate_json(gates.status(session, deployment))
+
+
+@app.post("/api/gates/{deployment}", tags=["api"],
+          summary="Close or reopen the gate, roll back, or activate a version (admin; JSON only)",
+          responses={403: {"description": "not an admin"}, 415: {"description": "not a JSON body"},
+                     422: {"description": "refused; the field is named"}})
+def api_change_gate(deployment: str, body: GateBody, user: Writer) -> dict:
+    try:
+        with session_scope() as session:
+            _known(session, deployment)
+            action = gates.change(session, deployment, body.action, body.reason, user_name(user), body.version)
+            result = {"action": action.kind, "status": action.status, "actor": action.actor,
+                      "detail": action.detail, "gate": _gate_json(gates.status(session, deployment))}
+    except ConfigError as exc:          # unknown version
+        raise _refused(f"version: {exc}") from None
+    except EmbwardenError as exc:
+        raise _refused(str(exc)) from None
+    return result
+
+
+# ---- pages ----------------------------------------------------------------------------------------
+
+@app.get("/", response_class=HTMLResponse, include_in_schema=False)
+def overview_page(request: Request, user: PageUser):
+    with session_scope() as session:
+        rows = queries.overview(session)
+    return _page(request, "overview.html", user, deployments=rows)
+
+
+@app.get("/deployments/{deployment}", response_class=HTMLResponse, include_in_schema=False)
+def deployment_page(request: Request, deployment: str, user: PageUser):
+    with session_scope() as session:
+        _known(session, deployment)
+        gate = _gate_json(gates.status(session, deployment))
+        score_rows = queries.scores(session, deployment, limit=400)
+        effective = threshold_api.effective(session, deployment)
+        data = {"gate": gate, "versions": queries.versions(session, deployment),
+                "runs": queries.runs(session, deployment, 30), "history": queries.gate_history(session, deployment)}
+    series: dict[str, list] = {}
+    for s in score_rows:
+        series.setdefault(s["metric"], []).append(
+            {k: s[k] for k in ("audit_run_id", "finished_at", "value", "ci_low", "ci_high", "version")})
+    charts = [{"metric": m, "points": pts, "levels": effective.get(m)} for m, pts in sorted(series.items())]
+    return _page(request, "deployment.html", user, deployment=deployment, charts=charts, **data)
+
+
+@app.get("/deployments/{deployment}/thresholds", response_class=HTMLResponse, include_in_schema=False)
+def thresholds_page(request: Request, deployment: str, user: PageUser):
+    with session_scope() as session:
+        _known(session, deployment)
+        view = queries.threshold_view(session, deployment)
+    return _page(request, "thresholds.html", user, **view)
+
+
+@app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+def run_page(request: Request, run_id: int, user: PageUser):
+    with session_scope() as session:
+        run = queries.run_detail(session, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"audit run {run_id} not found")
+    run["report_available"] = _report_file(run["report_path"]) is not None
+    return _page(request, "run.html", user, run=run)
+
+
+def _report_file(path: str | None) -> Path | None:
+    """The report file if it lies under the configured artifacts root (symlinks resolved), else None."""
+    if not path:
+        return None
+    try:
+        config = load_config()
+    except ConfigError:
+        return None
+    root = config.resolve(config.artifacts.root).resolve()
+    target = Path(path).expanduser().resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    return target
+
+
+@app.get("/runs/{run_id}/report", include_in_schema=False)
+def run_report(run_id: int, user: PageUser):
+    with session_scope() as session:
+        run = queries.run_detail(session, run_id)
+    target = _report_file(run["report_path"]) if run else None
+    if target is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"audit run {run_id} has no report under the artifacts root")
+    return FileResponse(target, media_type="text/html",
+                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                            "img-src data:; frame-ancestors 'self'"})
+
+
+@app.get("/static/plotly.min.js", include_in_schema=False)
+def plotly_js(user: PageUser):
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return FileResponse(path, media_type="application/javascript", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@app.exception_handler(EmbwardenError)
+async def _embwarden_error(request: Request, exc: EmbwardenError):
+    """A ledger that cannot be reached is the server's trouble (503); anything else our rules refused (409)."""
+    from monitors.database import LedgerUnavailable
+
+    code = status.HTTP_503_SERVICE_UNAVAILABLE if isinstance(exc, LedgerUnavailable) else status.HTTP_409_CONFLICT
+    return JSONResponse({"detail": str(exc)}, status_code=code)
