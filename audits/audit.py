@@ -30,6 +30,7 @@ from audits.pipeline import EmbeddingCache, Pipeline
 from audits.probes import make_probe
 from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
+from audits.transforms import AppliedByEncoder
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,20 @@ class ModelCache:
             return None
 
     def store(self, key: str, probe) -> None:
+        """Pickle `probe` without its live attributes (oracles onto the pipeline are not state;
+        they are re-attached on load): `embed_`, and any a probe lists in `live_attributes`."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        oracle = getattr(probe, "embed_", None)
-        if oracle is not None:
-            probe.embed_ = None  # a live pipeline is not state; it is re-attached on load
+        names = {"embed_", *getattr(probe, "live_attributes", ())}
+        live = {name: getattr(probe, name) for name in names if getattr(probe, name, None) is not None}
+        for name in live:
+            setattr(probe, name, None)
         try:
             with tempfile.NamedTemporaryFile(dir=self.root, suffix=".tmp", delete=False) as tmp:
                 pickle.dump(probe, tmp, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp.name, self.path(key))
         finally:
-            if oracle is not None:
-                probe.embed_ = oracle
+            for name, value in live.items():
+                setattr(probe, name, value)
 
 
 class Auditor:
@@ -133,6 +137,7 @@ class Auditor:
         self.embedding_cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir else None
         self.model_cache = ModelCache(Path(cache_dir) / "models") if cache_dir else None
         self._oracle_rng = np.random.default_rng(seed + 1)
+        self._release_rng = np.random.default_rng(seed + 3)
         # Caching the oracle's clean encodings persists embeddings of variants of the targets'
         # texts: allowed for synthetic targets (benchmarks), never for production samples.
         self._oracle_cache = self.embedding_cache if cache_oracle else None
@@ -142,6 +147,23 @@ class Auditor:
     def oracle(self, texts: list[str]) -> np.ndarray:
         """The live pipeline, as anyone with access to the deployed API can call it."""
         return self.pipeline.embed(texts, self._oracle_rng, cache=self._oracle_cache)
+
+    @property
+    def _local_transform(self) -> bool:
+        """Whether the transform runs here (not inside the embedding API), so the auditor can call
+        it alone on vectors it chooses, and the encoder's output is clean."""
+        return not isinstance(self.pipeline.transform, AppliedByEncoder)
+
+    def release(self, clean: np.ndarray) -> np.ndarray:
+        """The pipeline's transform alone, fresh randomness per call, on vectors the auditor chose."""
+        return self.pipeline.transform.apply(clean, self._release_rng)
+
+    def oracles(self) -> Auxiliary:
+        """The pipeline's oracles without the corpus: what a probe loaded from the cache re-attaches."""
+        local = self._local_transform
+        return Auxiliary((), np.zeros((0, self.pipeline.dimension), dtype=np.float32), embed=self.oracle,
+                         release=self.release if local else None, guarantee=self.pipeline.transform.guarantee(),
+                         encode=self.pipeline.encoder.encode if local else None)
 
     def auxiliary(self) -> Auxiliary:
         if self._aux is None:
@@ -159,7 +181,10 @@ class Auditor:
                 def redraw() -> np.ndarray:
                     return self.pipeline.embed(texts, rng, cache=self.embedding_cache)
             self._aux = Auxiliary(self.corpus.texts, vectors, labels=self.corpus.labels,
-                                  secrets=self.corpus.secrets, embed=self.oracle, redraw=redraw)
+                                  secrets=self.corpus.secrets, embed=self.oracle, redraw=redraw,
+                                  release=self.release if self._local_transform else None,
+                                  guarantee=self.pipeline.transform.guarantee(),
+                                  encode=self.pipeline.encoder.encode if self._local_transform else None)
             self.timings["embed_auxiliary_seconds"] = round(time.perf_counter() - started, 3)
         return self._aux
 
@@ -184,6 +209,8 @@ class Auditor:
         if cached is not None:
             if hasattr(cached, "embed_"):
                 cached.embed_ = self.oracle
+            if hasattr(cached, "attach"):
+                cached.attach(self.oracles())
             log.info("%s: fitted model from cache (%s)", name, key)
             return cached, True, 0.0
         aux = self.auxiliary()

@@ -3,6 +3,8 @@
 `LocalEncoder` works with any Hugging Face model directory (mean pooling over the attention
 mask, L2 normalisation, batching), the way sentence-transformers models such as
 all-MiniLM-L6-v2 are meant to be pooled. Weights are read from disk only; nothing is downloaded.
+Encoders behind HTTP embedding APIs (OpenAI-compatible, TEI) live in `audits.http_encoders`;
+`build_encoder` makes either from an `encoder:` block of the configuration.
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ def resolve_model_dir(model: str, base: Path | None = None) -> Path:
     return path
 
 
+def build_encoder(cfg, base_dir: Path | None = None, connection=None) -> Encoder:
+    """The encoder an `encoder:` block describes (one of monitors.config's encoder configurations).
+
+    `connection` is the Airflow connection an HTTP encoder's `connection` names, already resolved
+    by the caller (anything with host, schema, port, password and extra_dejson): audits never asks
+    Airflow itself.
+    """
+    if cfg.kind == "local":
+        return LocalEncoder(resolve_model_dir(cfg.model, base_dir), batch_size=cfg.batch_size,
+                            max_length=cfg.max_length)
+    from audits.http_encoders import HTTP_ENCODERS
+
+    cls = HTTP_ENCODERS.get(cfg.kind)
+    if cls is None:
+        raise EncoderError(f"encoder.kind: unknown kind {cfg.kind!r}, expected local or one of {sorted(HTTP_ENCODERS)}")
+    settings = cfg.model_dump(exclude={"kind", "connection"})
+    if cfg.connection:
+        if connection is None:
+            raise EncoderError(f"encoder.connection: Airflow connection {cfg.connection!r} was not resolved")
+        return cls.from_connection(connection, cfg.connection, **settings)
+    return cls(**settings)
+
+
 class LocalEncoder:
     """A Hugging Face model directory run in-process with torch."""
 
@@ -115,6 +140,9 @@ class LocalEncoder:
 
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        if len(unique) < len(texts):  # the model is deterministic: the same text twice costs once
+            return self.encode([str(t) for t in unique])[inverse.ravel()]
         tokenizer, model = self._model
         # Sorting by length keeps padding (wasted compute) low inside each batch.
         order = np.argsort([len(t) for t in texts], kind="stable")

@@ -21,6 +21,11 @@ class EncoderError(EmbwardenError):
     """An encoder cannot be loaded or called."""
 
 
+class EncoderUnavailable(EncoderError):
+    """An encoder API did not answer usefully after its own retries (down, overloaded, timing out):
+    worth retrying the task later, unlike a refused key or a wrong dimension."""
+
+
 class InvalidSample(EmbwardenError):
     """The sample is empty or holds vectors that cannot have come from the pipeline."""
 

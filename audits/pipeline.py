@@ -28,6 +28,11 @@ class Pipeline:
     encoder: Encoder
     transform: Transform
 
+    @property
+    def dimension(self) -> int:
+        """The dimension of what the pipeline outputs (a projection changes it)."""
+        return self.transform.output_dimension(self.encoder.dimension)
+
     def embed(self, texts: list[str], rng: np.random.Generator, cache: EmbeddingCache | None = None) -> np.ndarray:
         clean = cache.encode(self.encoder, texts) if cache else self.encoder.encode(texts)
         return self.transform.apply(clean, rng)

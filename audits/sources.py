@@ -1,9 +1,11 @@
 """Sources: where a deployment's production embeddings are read from.
 
-A source draws a reproducible sample for one version: it lists the ids of that version, picks
-`size` of them with a seeded generator, then reads only those rows, in chunks, so memory stays
-bounded by the sample, not the table. Vectors may be stored as float arrays (PostgreSQL
-`real[]`/`float8[]`, Parquet lists), float32 bytes, or JSON text.
+A source draws a reproducible sample for one version. On PostgreSQL the database picks `size` rows
+by a seeded hash of their id and the worker streams just those rows through a server-side cursor,
+so it holds the sample, never the table (SqlTableSource); SQLite (the demo) and Parquet list the
+version's ids, pick with a seeded generator, then read only those rows. Vectors may be stored as a
+pgvector column (`vector`, `halfvec`, `sparsevec`), float arrays (PostgreSQL `real[]`/`float8[]`,
+Parquet lists), float32 bytes, or JSON text.
 
 A source only reads: a vector it cannot decode at all is an InvalidSample here, but a wrong
 dimension or non-finite values are kept (with each row's stored dimension and `created_at`) for
@@ -55,24 +57,46 @@ def decode_vector(value, row_id) -> np.ndarray:
         raise InvalidSample(f"row id={row_id}: vector is not a list of numbers") from None
 
 
+class SampleRows:
+    """The rows of a sample as they arrive, in any order, decoded into one preallocated matrix: a
+    row of another dimension is cut or zero-padded to `dimension`, its stored dimension kept."""
+
+    def __init__(self, size: int, dimension: int) -> None:
+        self.dimension = dimension
+        self.vectors = np.zeros((size, dimension), dtype=np.float32)
+        self.ids: list = [None] * size
+        self.texts: list = [None] * size
+        self.dims = [0] * size
+        self.created: list = [None] * size
+
+    def put(self, position: int, row_id, raw, text=None, created_at=None) -> None:
+        vector = decode_vector(raw, row_id)
+        width = min(self.dimension, vector.shape[0])
+        self.vectors[position, :width] = vector[:width]
+        self.ids[position] = str(row_id)
+        self.texts[position] = "" if text is None else str(text)
+        self.dims[position] = int(vector.shape[0])
+        self.created[position] = _epoch(created_at)
+
+    def sample(self, version: str, with_text: bool) -> Sample:
+        """The sample; a position never filled (a row gone meanwhile, an id repeated) is left out."""
+        kept = [i for i, row_id in enumerate(self.ids) if row_id is not None]
+        if not kept:
+            raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
+        vectors = self.vectors if len(kept) == len(self.ids) else self.vectors[kept]
+        texts = tuple(self.texts[i] for i in kept) if with_text else None
+        return Sample(ids=tuple(self.ids[i] for i in kept), vectors=vectors, texts=texts, version=version,
+                      dims=tuple(self.dims[i] for i in kept), created_at=tuple(self.created[i] for i in kept))
+
+
 def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_text: bool) -> Sample:
     """Build a Sample from (id, vector, text[, created_at]) rows; rows of another dimension are cut or
     zero-padded to `dimension`, their stored dimension kept in `dims`."""
-    ids, vectors, texts, dims, created = [], [], [], [], []
-    for row in rows:
-        row_id, raw, text = row[:3]
-        vector = decode_vector(raw, row_id)
-        dims.append(int(vector.shape[0]))
-        fitted = np.zeros(dimension, dtype=np.float32)
-        fitted[: min(dimension, vector.shape[0])] = vector[:dimension]
-        ids.append(str(row_id))
-        vectors.append(fitted)
-        texts.append("" if text is None else str(text))
-        created.append(_epoch(row[3]) if len(row) > 3 else None)
-    if not ids:
-        raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
-    return Sample(ids=tuple(ids), vectors=np.vstack(vectors), texts=tuple(texts) if with_text else None,
-                  version=version, dims=tuple(dims), created_at=tuple(created))
+    rows = rows if isinstance(rows, Sequence) else list(rows)
+    built = SampleRows(len(rows), dimension)
+    for position, row in enumerate(rows):
+        built.put(position, *row[:3], row[3] if len(row) > 3 else None)
+    return built.sample(version, with_text)
 
 
 def _epoch(value) -> float | None:
@@ -115,29 +139,62 @@ def choose_ids(ids: Sequence, size: int, seed: int, where: str) -> list:
 
 
 class SqlTableSource:
-    """A table reachable with a SQLAlchemy URL (PostgreSQL in production, SQLite for the demo)."""
+    """A table reachable with a SQLAlchemy URL (PostgreSQL in production, SQLite for the demo).
 
-    def __init__(self, url: str, table: str, columns: Columns, schema: str | None = None) -> None:
+    On PostgreSQL the sampling runs in the database: the sample is the `size` rows of the version
+    (and window) with the smallest seeded 64-bit hash of their id, `hashtextextended(id::text,
+    seed)`. That is a uniform random subset, exactly `size` rows when as many exist, the same for
+    the same seed whatever the table's physical order, and the server keeps only `size` keys while
+    it scans (a top-N sort; an index on (version, id) or (version, created_at) INCLUDE (id) makes
+    the scan index-only). The chosen rows are then read in one statement through a server-side
+    cursor, `FETCH_CHUNK` rows at a time, so the client holds the sample, never the table. The
+    sample comes in hash order: any prefix of it is itself a uniform sample.
+
+    A pgvector column (`vector`, `halfvec`, `sparsevec`) is read in pgvector's binary form
+    (`vector_send`: no text to parse), and its declared dimension is checked against the
+    pipeline's before anything is read. On other databases (SQLite) the ids are listed and chosen
+    in Python, as `choose_ids` does.
+    """
+
+    PGVECTOR_TYPES = ("vector", "halfvec", "sparsevec")
+
+    def __init__(self, url: str, table: str, columns: Columns, schema: str | None = None,
+                 connection: str | None = None) -> None:
         self.url = url
         self.table = table
         self.schema = schema
         self.columns = columns
+        self.connection = connection  # the Airflow connection id the URL came from, for messages
 
     def _where(self) -> str:
         from sqlalchemy.engine import make_url
 
         safe = make_url(self.url).render_as_string(hide_password=True)
-        return f"table {self.table!r} in {safe}"
+        name = f"{self.schema}.{self.table}" if self.schema else self.table
+        if self.connection:
+            return f"table {name!r} in Airflow connection {self.connection!r} ({safe})"
+        return f"table {name!r} in {safe}"
 
-    def _table(self, engine):
+    def _reason(self, exc) -> str:
+        """The driver's message, first line, without the password should a driver quote it."""
+        from sqlalchemy.engine import make_url
+
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = text[0] if text else type(exc).__name__
+        password = make_url(self.url).password
+        return text.replace(str(password), "***") if password else text
+
+    def _table(self, conn):
+        import warnings
+
         import sqlalchemy as sa
 
         try:
-            table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=engine)
+            with warnings.catch_warnings():  # pgvector's types are read by name below, not reflected
+                warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+                table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=conn)
         except sa.exc.NoSuchTableError:
             raise SourceError(f"source.table: {self._where()} does not exist") from None
-        except sa.exc.OperationalError as exc:
-            raise SourceError(f"source: cannot reach {self._where()}: {exc.orig}") from None
         wanted = {"id": self.columns.id, "vector": self.columns.vector, "version": self.columns.version,
                   "text": self.columns.text, "created_at": self.columns.created_at}
         for field, name in wanted.items():
@@ -148,33 +205,130 @@ class SqlTableSource:
                 )
         return table
 
+    def _pgvector(self, conn, table, version: str, dimension: int) -> tuple[str, str] | None:
+        """(schema, type) of a pgvector column, after checking its declared dimension; None otherwise."""
+        import sqlalchemy as sa
+
+        name = conn.dialect.identifier_preparer.format_table(table)
+        found = conn.execute(sa.text(
+            "SELECT n.nspname, t.typname, a.atttypmod FROM pg_attribute a "
+            "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE a.attrelid = CAST(:rel AS regclass) AND a.attname = :col AND NOT a.attisdropped"),
+            {"rel": name, "col": self.columns.vector}).first()
+        if found is None or found.typname not in self.PGVECTOR_TYPES:
+            return None
+        if found.atttypmod > 0 and found.atttypmod != dimension:
+            raise SourceError(
+                f"source.columns.vector: column {self.columns.vector!r} of {self._where()} is "
+                f"{found.typname}({found.atttypmod}), expected {found.typname}({dimension}): the pipeline of version "
+                f"{version} makes vectors of dimension {dimension}")
+        return found.nspname, found.typname
+
     def draw(self, version: str, size: int, seed: int, dimension: int, since: float | None = None) -> Sample:
         """`size` rows of `version`, or of its rows created at or after `since` (UTC epoch seconds)."""
         import sqlalchemy as sa
 
-        engine = sa.create_engine(self.url)
         try:
-            table = self._table(engine)
-            c = self.columns
-            where = table.c[c.version] == version
-            if since is not None:
-                where = sa.and_(where, table.c[_created_at(c)] >= _utc(since))
-            with engine.connect() as conn:
-                ids = conn.execute(sa.select(table.c[c.id]).where(where)).scalars().all()
-                chosen = choose_ids(ids, size, seed, f"version {version} in {self._where()}")
-                text_col = table.c[c.text] if c.text else sa.null()
-                created_col = table.c[c.created_at] if c.created_at else sa.null()
-                rows: dict = {}
-                for start in range(0, len(chosen), FETCH_CHUNK):
-                    chunk = chosen[start : start + FETCH_CHUNK]
-                    query = sa.select(table.c[c.id], table.c[c.vector], text_col, created_col).where(
-                        table.c[c.id].in_(chunk))
-                    rows.update({r[0]: r for r in conn.execute(query)})
-        except sa.exc.OperationalError as exc:
-            raise SourceError(f"source: cannot read {self._where()}: {exc.orig}") from None
+            from sqlalchemy.engine import make_url
+
+            # Both statements of a PostgreSQL draw (choose, then read) see one snapshot of the table.
+            isolation = {"isolation_level": "REPEATABLE READ"} if make_url(self.url).get_backend_name() == \
+                "postgresql" else {}
+            engine = sa.create_engine(self.url, **isolation)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise SourceError(f"source: {self._where()}: the URL is not usable: {self._reason(exc)}") from None
+        try:
+            try:
+                conn = engine.connect()
+            except sa.exc.DBAPIError as exc:
+                raise SourceError(f"source: cannot reach {self._where()}: {self._reason(exc)}") from None
+            with conn:
+                table = self._table(conn)
+                c = self.columns
+                where = table.c[c.version] == version
+                scope = f"version {version} in {self._where()}"
+                if since is not None:
+                    where = sa.and_(where, table.c[_created_at(c)] >= _utc(since))
+                    scope += f" created at or after {_utc(since).isoformat()}"
+                if conn.dialect.name == "postgresql":
+                    built = self._draw_postgres(conn, table, where, scope, version, size, seed, dimension)
+                    return built.sample(version, with_text=c.text is not None)
+                rows = self._draw_listing_ids(conn, table, where, scope, size, seed)
+                return assemble_sample(rows, version, dimension, with_text=c.text is not None)
+        except sa.exc.DBAPIError as exc:
+            raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
         finally:
             engine.dispose()
-        return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None)
+
+    def _selected(self, table, vector):
+        import sqlalchemy as sa
+
+        c = self.columns
+        return (table.c[c.id], vector, table.c[c.text] if c.text else sa.null(),
+                table.c[c.created_at] if c.created_at else sa.null())
+
+    def _draw_postgres(self, conn, table, where, scope: str, version: str, size: int, seed: int,
+                       dimension: int) -> SampleRows:
+        import sqlalchemy as sa
+        from sqlalchemy.dialects import postgresql
+
+        c = self.columns
+        id_col = table.c[c.id]
+        kind = self._pgvector(conn, table, version, dimension)
+        vector = table.c[c.vector]
+        if kind is not None:
+            as_vector = vector if kind[1] == "vector" else sa.cast(vector, _pg_type(kind[0], "vector", conn))
+            vector = getattr(sa.func, kind[0]).vector_send(as_vector)
+        # A signed 64-bit seed; the hash is PostgreSQL's own (hash partitioning's), stable across versions.
+        key = sa.func.hashtextextended(sa.cast(id_col, sa.Text), sa.literal(int(seed) % (1 << 63), sa.BigInteger))
+        chosen = conn.execute(sa.select(id_col).where(where).order_by(key, id_col).limit(size)).scalars().all()
+        if not chosen:
+            raise InvalidSample(f"{scope} has no rows, expected at least 1")
+        position = {row_id: i for i, row_id in enumerate(chosen)}
+        built = SampleRows(len(chosen), dimension)
+        ids = sa.bindparam("chosen", list(chosen), type_=postgresql.ARRAY(id_col.type))
+        query = sa.select(*self._selected(table, vector)).where(id_col == sa.any_(ids))
+        for row_id, raw, text, created_at in conn.execute(
+                query.execution_options(stream_results=True, yield_per=FETCH_CHUNK)):
+            if kind is not None and raw is not None:
+                raw = _from_vector_send(raw)
+            built.put(position[row_id], row_id, raw, text, created_at)
+        return built
+
+    def _draw_listing_ids(self, conn, table, where, scope: str, size: int, seed: int) -> list:
+        import sqlalchemy as sa
+
+        id_col = table.c[self.columns.id]
+        ids = conn.execute(sa.select(id_col).where(where)).scalars().all()
+        chosen = choose_ids(ids, size, seed, scope)
+        rows: dict = {}
+        for start in range(0, len(chosen), FETCH_CHUNK):
+            chunk = chosen[start : start + FETCH_CHUNK]
+            query = sa.select(*self._selected(table, table.c[self.columns.vector])).where(id_col.in_(chunk))
+            rows.update({r[0]: r for r in conn.execute(query)})
+        return [rows[i] for i in chosen]
+
+
+def _from_vector_send(value) -> np.ndarray:
+    """pgvector's binary form: int16 dimension, int16 unused, then big-endian float32 values."""
+    return np.frombuffer(value, dtype=">f4", offset=4).astype(np.float32)
+
+
+def _pg_type(schema: str, name: str, conn):
+    """A PostgreSQL type by schema and name, for a CAST."""
+    import sqlalchemy as sa
+
+    class NamedType(sa.types.UserDefinedType):
+        cache_ok = True
+
+        def __init__(self, spec: str) -> None:
+            self.spec = spec
+
+        def get_col_spec(self, **kw) -> str:
+            return self.spec
+
+    preparer = conn.dialect.identifier_preparer
+    return NamedType(f"{preparer.quote_schema(schema)}.{preparer.quote(name)}")
 
 
 class ParquetSource:

@@ -65,8 +65,21 @@ def demo_figures() -> dict[str, float]:
             "demo_v2_token_f1": round(f1["v2"], 3)}
 
 
+def scheduled_figures() -> dict[str, float]:
+    """The scheduled end-to-end test on a real Airflow stack writes its timings to
+    .bench/scheduled.json; run it and lift the overhead against `airflow dags test`."""
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "tests/integration/test_scheduled.py"], cwd=ROOT, check=True)
+    runs = json.loads((OUT.parent / "scheduled.json").read_text())["runs"]
+    stack = runs["asset_triggered_v1_cached"]["queued_to_end_s"]
+    dags_test = runs["dags_test_v1_cached"]
+    return {"scheduled_run_cached_seconds": stack, "dags_test_run_cached_seconds": dags_test["start_to_end_s"],
+            "dags_test_command_cached_seconds": dags_test["command_wall_s"],
+            "scheduled_overhead_seconds": round(stack - dags_test["command_wall_s"], 1)}
+
+
 SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative", "drift", "validation",
-            "ui")
+            "ui", "sample", "dp", "scheduled")
 
 
 def main() -> int:
@@ -74,7 +87,7 @@ def main() -> int:
     run this time are kept from the previous results file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from benchmarks import probes, ui
+    from benchmarks import dp, probes, sampling, ui
 
     wanted = sys.argv[1:] or list(SECTIONS)
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -96,6 +109,9 @@ def main() -> int:
         "drift": lambda: probes.drift(cache),
         "validation": probes.validation,
         "ui": ui.ui_figures,
+        "sample": sampling.sampling_figures,
+        "dp": dp.dp_figures,
+        "scheduled": scheduled_figures,
     }
     for section in wanted:
         started = time.perf_counter()

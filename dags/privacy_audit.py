@@ -1,15 +1,15 @@
 """
 ### Privacy audit
 
-Daily, for every deployment in `embwarden.yaml` (or only the one named in the `deployment`
-param), and whenever a re-audit is asked for (an event on the `embwarden_reaudit` Asset, emitted
-after a rollback or a version activated by hand, names the deployment): draw a sample of its
-production embeddings, validate it (Great Expectations; a broken sample makes the run invalid),
-run each configured inversion probe as its own task (a failing probe loses no other probe's
-scores), record the leakage scores in the ledger, set them against the thresholds and act on
-the verdict (close the gate, roll back to the last version that passed and ask for its
-re-audit, reopen the gate when a re-audit passes, alert by mail and webhook), then write the
-report.
+Daily (or on the cron expression in `EMBWARDEN_AUDIT_SCHEDULE`), for every deployment in
+`embwarden.yaml` (or only the one named in the `deployment` param), and whenever a re-audit is
+asked for (an event on the `embwarden_reaudit` Asset, emitted after a rollback or a version
+activated by hand, names the deployment): draw a sample of its production embeddings, validate
+it (Great Expectations; a broken sample makes the run invalid), run each configured inversion
+probe as its own task (a failing probe loses no other probe's scores), record the leakage scores
+in the ledger, set them against the thresholds and act on the verdict (close the gate, roll back
+to the last version that passed and ask for its re-audit, reopen the gate when a re-audit
+passes, alert by mail and webhook), then write the report.
 
 Tasks pass deployment names and run ids, never vectors or text; the sample is deleted when the
 run ends, whatever its outcome. Steps after the probes run whatever became of the others and
@@ -19,16 +19,19 @@ not hold up another's verdict.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
 
 AFTER_ALL = TriggerRule.ALL_DONE
 REAUDIT = Asset("embwarden_reaudit")  # monitors.assets.REAUDIT_ASSET
+# The time part of the schedule, a cron expression or preset (UTC), read when the file is parsed.
+SCHEDULE = os.environ.get("EMBWARDEN_AUDIT_SCHEDULE") or "@daily"
 
 
 @dag(
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@daily", timezone="UTC"), assets=REAUDIT),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=REAUDIT),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

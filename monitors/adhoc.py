@@ -20,7 +20,7 @@ from audits.encoders import LocalEncoder, resolve_model_dir
 from audits.errors import ConfigError
 from audits.pipeline import Pipeline
 from audits.probes import PROBES, make_probe
-from audits.transforms import GaussianNoise, Identity
+from audits.transforms import GaussianNoise, Identity, describe_guarantee, make_transform
 
 # generative_inversion trains for minutes: run it when asked for by name.
 DEFAULT_PROBES = ("bow_inversion", "candidate_inversion", "attribute_inference")
@@ -32,6 +32,7 @@ class AdhocAudit:
     aux: Path
     targets: Path
     noise_sigma: float = 0.0
+    transform: dict | None = None   # a transform spec as in embwarden.yaml; excludes noise_sigma
     probes: tuple[str, ...] | None = None
     seed: int = 0
     params: dict | None = None
@@ -51,7 +52,12 @@ def run(spec: AdhocAudit) -> dict:
         raise ConfigError(f"--params: unknown probe(s) {bad}; expected some of {sorted(PROBES)}")
     if not (spec.noise_sigma >= 0 and np.isfinite(spec.noise_sigma)):
         raise ConfigError(f"--noise-sigma: expected a finite number >= 0, got {spec.noise_sigma}")
-    transform = GaussianNoise(spec.noise_sigma) if spec.noise_sigma > 0 else Identity()
+    if spec.transform is not None and spec.noise_sigma > 0:
+        raise ConfigError("give --transform or --noise-sigma, not both")
+    if spec.transform is not None:
+        transform = make_transform(spec.transform)
+    else:
+        transform = GaussianNoise(spec.noise_sigma) if spec.noise_sigma > 0 else Identity()
     pipeline = Pipeline(LocalEncoder(resolve_model_dir(spec.encoder)), transform)
     aux = corpora.read_file(spec.aux)
     target_texts = corpora.read_file(spec.targets)
@@ -80,7 +86,8 @@ def run(spec: AdhocAudit) -> dict:
         "errors": {r.probe: r.error for r in results if r.error},
         "skipped": skipped,
         "cached": {r.probe: r.cached for r in results if not r.error},
-        "setup": {"encoder": spec.encoder, "noise_sigma": spec.noise_sigma, "seed": spec.seed,
+        "setup": {"encoder": spec.encoder, "noise_sigma": spec.noise_sigma, "transform": repr(transform),
+                  "guarantee": describe_guarantee(transform), "seed": spec.seed,
                   "attacker": "naive" if spec.naive else "noise_aware", "auxiliary_texts": len(aux),
                   "targets": len(targets)},
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from audits.errors import EmbwardenError
+from monitors import init as init_command
 from monitors.config import load_config
 from monitors.database import ledger_url, migrate, safe_url, session_scope
 from monitors.ledger import AuditRun
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="embwarden", description=__doc__)
     parser.add_argument("--config", help="configuration file (default: $EMBWARDEN_CONFIG or ./embwarden.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
+    init_command.add_parser(sub)
     sub.add_parser("migrate", help="create or upgrade the ledger's tables")
     sub.add_parser("sync", help="register the configuration's deployments, versions and thresholds")
     act = sub.add_parser("activate", help="make a version active (after deploying it)")
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--aux", required=True, type=Path, help="the attacker's texts: JSONL or Parquet")
     au.add_argument("--targets", required=True, type=Path, help="texts to attack: JSONL or Parquet")
     au.add_argument("--noise-sigma", type=float, default=0.0, help="Gaussian noise the pipeline adds (default 0)")
+    au.add_argument("--transform", type=json.loads, default=None,
+                    help="the pipeline's transform as in embwarden.yaml, e.g. "
+                         '\'{"kind": "clip_gaussian", "epsilon": 1000}\'')
     au.add_argument("--probes", type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
                     help="comma-separated probes (default: the CPU probes the targets can feed)")
     au.add_argument("--params", type=json.loads, default=None,
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--cache", type=Path, default=Path(".embwarden/cache"),
                     help="embeddings and fitted attack models are cached here (default .embwarden/cache)")
     au.add_argument("--json", required=True, type=Path, dest="json_out", help="where to write the scores")
+    _add_frontier_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "audit" else logging.WARNING,
                         format="%(levelname)s %(message)s")
@@ -91,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "audit":
             return _audit(args)
+        if args.command == "init":
+            return init_command.run(args)
+        if args.command in ("frontier", "versions"):
+            return _frontier(args) if args.command == "frontier" else _versions(args)
         if args.command == "migrate":
             migrate()
             print(f"ledger {safe_url(ledger_url())} is up to date")
@@ -199,8 +209,9 @@ def _audit(args) -> int:
     from monitors import adhoc
 
     document = adhoc.run(adhoc.AdhocAudit(
-        encoder=args.encoder, aux=args.aux, targets=args.targets, noise_sigma=args.noise_sigma, probes=args.probes,
-        seed=args.seed, params=args.params, cache_dir=args.cache, naive=args.naive))
+        encoder=args.encoder, aux=args.aux, targets=args.targets, noise_sigma=args.noise_sigma,
+        transform=args.transform, probes=args.probes, seed=args.seed, params=args.params, cache_dir=args.cache,
+        naive=args.naive))
     adhoc.write(document, args.json_out)
     for score in document["scores"]:
         print(f"{score['probe']}.{score['metric']} = {score['value']:.3f} "
@@ -211,6 +222,98 @@ def _audit(args) -> int:
         print(f"embwarden: {probe} failed: {error}", file=sys.stderr)
     print(f"written to {args.json_out}")
     return 1 if document["errors"] else 0
+
+
+
+FRONTIER_KINDS = ("clip_gaussian", "vmf", "gaussian_noise", "random_projection", "quantize")  # monitors.frontier.KINDS
+
+
+def _add_frontier_parsers(sub) -> None:
+    fr = sub.add_parser("frontier", help="sweep a transform's strength: leakage, retrieval utility, a recommendation")
+    fr.add_argument("deployment")
+    fr.add_argument("--kind", choices=FRONTIER_KINDS,
+                    help="the transform to sweep (default: the base version's kind, else clip_gaussian)")
+    fr.add_argument("--strengths", type=_numbers, metavar="1,10,...",
+                    help="epsilon (clip_gaussian, vmf), sigma (gaussian_noise), dimension (random_projection) "
+                         "or bits (quantize); default: a grid per kind that spans useless to lossless")
+    fr.add_argument("--pairs", type=int, default=500, help="paraphrase pairs for retrieval recall@10 (default 500)")
+    fr.add_argument("--base", metavar="VERSION", help="whose encoder (default: the active version)")
+    fr.add_argument("--probes", type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+                    help="comma-separated probes (default: the deployment's, less dp_audit and repeat_query)")
+    fr.add_argument("--json", action="store_true", dest="as_json", help="print frontier.json instead of a table")
+    fr.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    ve = sub.add_parser("versions", help="add a version to the configuration file (and register it in the ledger)")
+    ve_sub = ve.add_subparsers(dest="versions_command", required=True)
+    ve_add = ve_sub.add_parser("add", help="add a version: an encoder (copied) and a transform; refuses a used name")
+    ve_add.add_argument("deployment")
+    ve_add.add_argument("name")
+    ve_add.add_argument("--transform", required=True, type=_json_object("--transform"),
+                        help='as in embwarden.yaml, e.g. \'{"kind": "clip_gaussian", "epsilon": 3000}\'')
+    ve_add.add_argument("--from", dest="from_version", metavar="VERSION",
+                        help="copy this version's encoder (default: the active version's)")
+    ve_add.add_argument("--config", default=argparse.SUPPRESS,
+                        help="configuration file (default: $EMBWARDEN_CONFIG or ./embwarden.yaml)")
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, found {text!r}") from None
+
+
+def _json_object(flag: str):
+    def parse(text: str) -> dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"{flag}: not valid JSON ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"{flag}: expected a JSON object, found {text!r}")
+        return value
+    return parse
+
+
+def _frontier(args) -> int:
+    from monitors import frontier
+
+    logging.getLogger("monitors.frontier").setLevel(logging.INFO)
+    result, json_path, html_path = frontier.run(args.deployment, args.kind, args.strengths, args.pairs,
+                                                config_path=args.config, probes=args.probes, version=args.base)
+    if args.as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(frontier.table(result))
+    for name, why in result.skipped.items():
+        print(f"skipped {name}: {why}")
+    for note in result.notes:
+        print(note)
+    print(f"\nRecommendation: {result.recommendation.message}")
+    if result.recommendation.command:
+        print(f"Create it with:\n  {result.recommendation.command}")
+    print(f"\nReport: {html_path}\nData:   {json_path}")
+    return 0
+
+
+def _versions(args) -> int:
+    from audits.transforms import describe_guarantee, make_transform
+    from monitors.database import LedgerUnavailable
+    from monitors.registry import get_version, sync_deployment
+    from monitors.versions import add_version
+
+    added = add_version(args.deployment, args.name, args.transform, args.from_version, args.config)
+    print(f"{added.deployment}: version {added.name} added to {added.path} (encoder of {added.encoder_from}, "
+          f"transform {json.dumps(added.transform)})")
+    try:
+        with session_scope() as session:
+            dep = sync_deployment(session, added.deployment, added.config.deployment(added.deployment))
+            guarantee = get_version(session, dep, added.name).guarantee
+        print(f"registered in the ledger; stored guarantee: {guarantee}")
+    except LedgerUnavailable as exc:
+        print(f"not registered in the ledger ({exc}); `embwarden sync` registers it later. "
+              f"Its guarantee: {describe_guarantee(make_transform(added.transform))}")
+    print(f"next: audit it, then `embwarden activate {added.deployment} {added.name} --reason ...` once deployed")
+    return 0
 
 
 if __name__ == "__main__":

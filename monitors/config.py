@@ -64,20 +64,142 @@ class LocalEncoderConfig(_Model):
     max_length: int = Field(default=256, ge=8, le=8192)
 
 
+class _HttpEncoderConfig(_Model):
+    """An embedding API over HTTP. `url` reaches one that needs no key; `connection` names an Airflow
+    connection: host (a whole URL, or a host with `schema` as scheme, https by default) and port
+    give the base URL, the password is the API key, and the extra may hold `model` and `headers`."""
+
+    url: str | None = None
+    connection: str | None = None
+    model: str | None = None
+    dimension: int | None = Field(default=None, ge=1, le=65_536)  # expected; unset: that of the first answer
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    timeout_seconds: float = Field(default=30, gt=0, le=600, allow_inf_nan=False)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    requests_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> _HttpEncoderConfig:
+        if (self.url is None) == (self.connection is None):
+            raise ValueError("give exactly one of 'url' (an API that needs no key) or 'connection' "
+                             "(an Airflow connection holding the URL and the key)")
+        if self.url is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"url: expected an http:// or https:// URL, found {self.url!r}")
+            if parts.username or parts.password:
+                raise ValueError("url: holds credentials; put them in an Airflow connection named in 'connection'")
+        return self
+
+
+class OpenAIEncoderConfig(_HttpEncoderConfig):
+    """An OpenAI-compatible POST /v1/embeddings. `dimensions` is OpenAI's request parameter that
+    shortens text-embedding-3 vectors (leave it unset for other models)."""
+
+    kind: Literal["openai"]
+    dimensions: int | None = Field(default=None, ge=1, le=65_536)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> OpenAIEncoderConfig:
+        if self.url is not None and not self.model:
+            raise ValueError("model: required with 'url' (with a 'connection', its extra may name it)")
+        if None not in (self.dimension, self.dimensions) and self.dimension != self.dimensions:
+            raise ValueError(f"dimension {self.dimension} and dimensions {self.dimensions} differ")
+        return self
+
+
+class TEIEncoderConfig(_HttpEncoderConfig):
+    """Hugging Face text-embeddings-inference, POST /embed. TEI serves one model: `model` names it in
+    the cache key, so change it when the server's model changes."""
+
+    kind: Literal["tei"]
+    batch_size: int = Field(default=32, ge=1, le=2048)  # TEI's default --max-client-batch-size is 32
+    normalize: bool = True
+    truncate: bool = True
+
+
+def _kind_by_default(kind: str):
+    """A validator that reads a mapping without `kind` as the given kind."""
+    def fill(value: Any) -> Any:
+        return {"kind": kind, **value} if isinstance(value, dict) and "kind" not in value else value
+    return BeforeValidator(fill)
+
+
+EncoderConfig = Annotated[
+    LocalEncoderConfig | OpenAIEncoderConfig | TEIEncoderConfig,
+    Field(discriminator="kind"),
+    _kind_by_default("local"),
+]
+
+
 class NoTransformConfig(_Model):
     kind: Literal["none"] = "none"
 
+    def spec(self) -> dict:
+        return self.model_dump()
 
-class GaussianNoiseConfig(_Model):
+
+class _TransformModel(_Model):
+    # Where the transform runs: in embwarden's replica of the pipeline (the encoder's output is
+    # clean), or inside the embedding API itself (an HTTP encoder in front of the noise: its answers
+    # already went through it; embwarden records and audits the claim and does not apply it again).
+    applied_by: Literal["embwarden", "encoder"] = "embwarden"
+
+    def spec(self) -> dict:
+        """The transform as stored with the version (audits.transforms.make_transform reads it)."""
+        data = self.model_dump()
+        if data.get("applied_by") == "embwarden":
+            del data["applied_by"]   # the default: versions stored before the field existed stay equal
+        return data
+
+
+class GaussianNoiseConfig(_TransformModel):
     kind: Literal["gaussian_noise"]
     sigma: float = Field(ge=0, allow_inf_nan=False)
 
 
-TransformConfig = Annotated[NoTransformConfig | GaussianNoiseConfig, Field(discriminator="kind")]
+class ClipGaussianConfig(_TransformModel):
+    """Clip to `clip_norm`, analytic Gaussian noise for (epsilon, delta)-DP per query."""
+
+    kind: Literal["clip_gaussian"]
+    epsilon: float = Field(gt=0, allow_inf_nan=False)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    clip_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+
+class VonMisesFisherConfig(_TransformModel):
+    """Pure epsilon-DP noise on the unit sphere (von Mises-Fisher, kappa = epsilon / 2)."""
+
+    kind: Literal["vmf"]
+    epsilon: float = Field(gt=0, allow_inf_nan=False)
+
+
+class RandomProjectionConfig(_TransformModel):
+    """Johnson-Lindenstrauss projection to `dimension` (a fixed matrix from `seed`); no guarantee."""
+
+    kind: Literal["random_projection"]
+    dimension: int = Field(ge=1, le=65_536)
+    seed: int = 0
+
+
+class QuantizeConfig(_TransformModel):
+    """Scalar quantisation to `bits` per coordinate (1 = binary); no guarantee."""
+
+    kind: Literal["quantize"]
+    bits: int = Field(default=8, ge=1, le=16)
+
+
+TransformConfig = Annotated[
+    NoTransformConfig | GaussianNoiseConfig | ClipGaussianConfig | VonMisesFisherConfig | RandomProjectionConfig
+    | QuantizeConfig,
+    Field(discriminator="kind"),
+]
 
 
 class VersionConfig(_Model):
-    encoder: LocalEncoderConfig = LocalEncoderConfig()
+    encoder: EncoderConfig = LocalEncoderConfig()
     transform: TransformConfig = NoTransformConfig()
 
 
@@ -111,14 +233,10 @@ class SqlCorpusConfig(_Model):
         return self
 
 
-def _default_kind(value: Any) -> Any:
-    return {"kind": "synthetic", **value} if isinstance(value, dict) and "kind" not in value else value
-
-
 AuxiliaryCorpusConfig = Annotated[
     SyntheticCorpusConfig | FileCorpusConfig | SqlCorpusConfig,
     Field(discriminator="kind"),
-    BeforeValidator(_default_kind),
+    _kind_by_default("synthetic"),
 ]
 
 
@@ -325,7 +443,8 @@ def format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         # Discriminated unions add the tag to the path; it is not a field the user wrote.
-        loc = re.sub(r"\.(sql|parquet|file|local|none|gaussian_noise|synthetic|email|webhook)(?=\.|$)", "", loc)
+        loc = re.sub(r"\.(sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"
+                     r"|quantize|synthetic|email|webhook)(?=\.|$)", "", loc)
         found = err.get("input")
         shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
         msg = err["msg"].removeprefix("Value error, ")

@@ -39,7 +39,7 @@ def connection_url(conn_id: str) -> str | None:
     Inside a task this goes through the Task SDK (and so any secrets backend); elsewhere
     (CLI, tests) it reads the connection from the `AIRFLOW_CONN_<ID>` environment variable.
     """
-    conn = _airflow_connection(conn_id)
+    conn = airflow_connection(conn_id)
     if conn is None:
         return None
     extra = conn.extra_dejson or {}
@@ -56,7 +56,7 @@ def connection_url(conn_id: str) -> str | None:
                          "or put a SQLAlchemy URL in the extra field 'sqlalchemy_url'")
 
 
-def _airflow_connection(conn_id: str):
+def airflow_connection(conn_id: str):
     # Outside a task (CLI, tests, the demo's seeding) only the environment can define it; asking
     # Airflow's secrets backends there would need Airflow's own metadata database.
     if not _task_sdk_active() and f"AIRFLOW_CONN_{conn_id.upper()}" not in os.environ:

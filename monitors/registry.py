@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audits.errors import ConfigError, EmbwardenError
+from audits.transforms import describe_guarantee, make_transform
 from monitors.config import DeploymentConfig, EmbwardenConfig
 from monitors.ledger import Action, Deployment, GateEvent, Threshold, Version, utcnow
 from monitors.policy import Levels
@@ -37,11 +38,11 @@ def sync_deployment(session: Session, name: str, cfg: DeploymentConfig) -> Deplo
         session.add(GateEvent(deployment_id=dep.id, state="open", reason="deployment registered", actor=CONFIG_ACTOR))
     versions = {v.name: v for v in session.scalars(sa.select(Version).where(Version.deployment_id == dep.id))}
     for vname, vcfg in cfg.versions.items():
-        encoder, transform = vcfg.encoder.model_dump(), vcfg.transform.model_dump()
+        encoder, transform = vcfg.encoder.model_dump(), vcfg.transform.spec()
         existing = versions.get(vname)
         if existing is None:
             versions[vname] = Version(deployment_id=dep.id, name=vname, encoder=encoder, transform=transform,
-                                      guarantee="none")
+                                      guarantee=describe_guarantee(make_transform(transform)))
             session.add(versions[vname])
         elif existing.encoder != encoder or existing.transform != transform:
             raise ConfigError(

@@ -70,6 +70,27 @@ def build(session: Session, run: AuditRun) -> dict:
         "rising": _rising(run.trends),
         "validations": [_validation(v) for v in validations],
         "drift": {"metrics": [s["metric"] for s in scores if s["probe"] == DRIFT_PROBE], "report": None},
+        "privacy": _privacy(run.version, scores),
+    }
+
+
+def _privacy(version, scores: list[dict]) -> dict:
+    """The version's transform, the guarantee it states, what repeated queries cost (composition),
+    and what the dp_audit probe measured against the claim."""
+    from audits.errors import ConfigError
+    from audits.transforms import make_transform
+
+    try:
+        guarantee = make_transform(version.transform).guarantee()
+    except ConfigError:  # a transform of a newer embwarden: show what the ledger says
+        guarantee = None
+    audited = {s["metric"].split(".", 1)[1]: s for s in scores if s["probe"] == "dp_audit"}
+    return {
+        "transform": version.transform,
+        "guarantee": version.guarantee,
+        "composition": guarantee.composition_table() if guarantee else [],
+        "claimed_epsilon": guarantee.epsilon if guarantee else None,
+        "empirical_epsilon": audited.get("empirical_epsilon"),
     }
 
 

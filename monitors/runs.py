@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from audits import corpora
 from audits.audit import Auditor, ProbeResult, embed_corpus
 from audits.corpora import Corpus
-from audits.encoders import LocalEncoder, resolve_model_dir
-from audits.errors import ConfigError, EmbwardenError, InvalidSample, ProbeError, SourceError
+from audits.encoders import build_encoder
+from audits.errors import ConfigError, EmbwardenError, EncoderUnavailable, InvalidSample, ProbeError, SourceError
 from audits.pipeline import Pipeline
 from audits.sources import Columns, ParquetSource, SqlTableSource
-from audits.transforms import GaussianNoise, Identity
+from audits.transforms import make_transform
 from monitors import actions, artifacts, report
 from monitors.alerts import Alert
 from monitors.assets import AUDIT_DAG, DRIFT_DAG, REAUDIT_ASSET
@@ -87,14 +87,15 @@ def _failing_run(audit_run_id: int | None, step: str) -> Iterator[None]:
     """Record any error on the audit run before re-raising it, so no run looks clean by accident.
 
     Bad input or configuration is raised so that Airflow does not retry it; an unreachable
-    source or ledger, and unexpected errors, keep Airflow's retries, and the error is marked
+    source, encoder API or ledger, and unexpected errors, keep Airflow's retries, and the error is marked
     retryable by `step`, so that the retried step resumes the run instead of skipping it.
     """
     try:
         yield
     except Exception as exc:
         log.error("audit run %s stopped in %s: %s: %s", audit_run_id, step, type(exc).__name__, exc)
-        retryable = not isinstance(exc, EmbwardenError) or isinstance(exc, SourceError | LedgerUnavailable)
+        retryable = not isinstance(exc, EmbwardenError) or isinstance(
+            exc, SourceError | EncoderUnavailable | LedgerUnavailable)
         if audit_run_id is not None:
             _mark_stopped(audit_run_id, exc, f"{RETRYABLE} {step}: " if retryable else "")
         if not retryable:
@@ -124,15 +125,21 @@ def _version_config(config: EmbwardenConfig, deployment: str, version: str):
 
 
 def build_transform(config: EmbwardenConfig, deployment: str, version: str):
-    tcfg = _version_config(config, deployment, version).transform
-    return GaussianNoise(tcfg.sigma) if tcfg.kind == "gaussian_noise" else Identity()
+    return make_transform(_version_config(config, deployment, version).transform.spec())
 
 
 def build_pipeline(config: EmbwardenConfig, deployment: str, version: str) -> Pipeline:
     enc = _version_config(config, deployment, version).encoder
-    encoder = LocalEncoder(resolve_model_dir(enc.model, config.base_dir), batch_size=enc.batch_size,
-                           max_length=enc.max_length)
-    return Pipeline(encoder, build_transform(config, deployment, version))
+    connection = None
+    if getattr(enc, "connection", None):  # an HTTP encoder's credentials: resolved here, audits knows no Airflow
+        from monitors.database import airflow_connection
+
+        connection = airflow_connection(enc.connection)
+        if connection is None:
+            raise ConfigError(f"deployments.{deployment}.versions.{version}.encoder.connection: Airflow connection "
+                              f"{enc.connection!r} is not defined (set AIRFLOW_CONN_{enc.connection.upper()} "
+                              "or define it in Airflow)")
+    return Pipeline(build_encoder(enc, config.base_dir, connection), build_transform(config, deployment, version))
 
 
 def build_source(config: EmbwardenConfig, deployment: str):
@@ -141,7 +148,7 @@ def build_source(config: EmbwardenConfig, deployment: str):
     if scfg.kind == "parquet":
         return ParquetSource(config.resolve(scfg.path), columns)
     return SqlTableSource(_sql_url(config, scfg, f"deployments.{deployment}.source"), scfg.table, columns,
-                          schema=scfg.db_schema)
+                          schema=scfg.db_schema, connection=scfg.connection)
 
 
 def _sql_url(config: EmbwardenConfig, where_cfg, where: str) -> str:
@@ -205,7 +212,7 @@ def sample(deployment: str, dag_id: str, run_id: str, window_end: float | None =
         started = time.perf_counter()
         pipeline = build_pipeline(config, deployment, version)
         drawn = build_source(config, deployment).draw(version, size, run_seed(dag_id, run_id, deployment),
-                                                      pipeline.encoder.dimension, since=since)
+                                                      pipeline.dimension, since=since)
         artifacts.write_sample(Path(ref.artifact_dir), drawn)
         with session_scope() as session:
             session.get(AuditRun, ref.audit_run_id).sample_size = len(drawn)

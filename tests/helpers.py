@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -30,6 +31,23 @@ def production_table(url: str, rows: list[dict], table: str = "prod_vectors", ve
     meta.create_all(engine)
     with engine.begin() as conn:
         conn.execute(t.insert(), rows)
+    engine.dispose()
+
+
+def pgvector_table(url: str, rows: list[dict], dimension: int | None, table: str = "prod_vectors") -> None:
+    """A production table whose embedding is a pgvector `vector(dimension)` column (`vector`, any
+    dimension, when None); creates the extension in the database first."""
+    engine = sa.create_engine(url)
+    column = f"vector({dimension})" if dimension else "vector"
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+        conn.execute(sa.text(f"CREATE TABLE {table} (id integer PRIMARY KEY, embedding {column}, body text, "
+                             "version varchar(16), created_at timestamptz)"))
+        if rows:
+            conn.execute(sa.text(f"INSERT INTO {table} (id, embedding, body, version, created_at) "
+                                 "VALUES (:id, CAST(:embedding AS vector), :body, :version, :created_at)"),
+                         [{**row, "embedding": "[" + ",".join(repr(float(x)) for x in row["embedding"]) + "]"}
+                          for row in rows])
     engine.dispose()
 
 
@@ -93,3 +111,26 @@ def running(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def airflow_metadata_db(pg_admin_url: sa.URL, beside: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for Airflow's metadata, named after the test's ledger database
+    `beside` (a URL), dropped afterwards; yields its URL."""
+    name = beside.rsplit("/", 1)[1] + "_af"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def ledger_connection(ledger_url: str) -> str:
+    """The ledger as the Airflow connection `embwarden_db` (JSON form of AIRFLOW_CONN_EMBWARDEN_DB)."""
+    url = sa.engine.make_url(ledger_url)
+    return json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
+                       "schema": url.database})

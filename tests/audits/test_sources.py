@@ -56,6 +56,18 @@ def test_postgres_float_arrays(pg_url):
     assert drawn.vectors.shape == (12, DIM) and drawn.vectors.dtype == np.float32
 
 
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["real[]", "float32 bytes"])
+def test_postgres_samples_in_the_database_reproducibly_and_exactly(pg_url, as_bytes):
+    production_table(pg_url, two_versions(as_bytes), vector_type=sa.LargeBinary if as_bytes else None)
+    source = SqlTableSource(pg_url, "prod_vectors", COLUMNS)
+    a = source.draw("v1", size=12, seed=1, dimension=DIM)
+    assert a.ids == source.draw("v1", size=12, seed=1, dimension=DIM).ids
+    assert a.ids != source.draw("v1", size=12, seed=2, dimension=DIM).ids and len(set(a.ids)) == 12
+    expected = {str(1 + i): v for i, v in enumerate(vectors(30, 1))}
+    for row_id, vec in zip(a.ids, a.vectors, strict=True):
+        np.testing.assert_array_equal(vec, expected[row_id])
+
+
 def test_json_text_vectors(sqlite_url):
     rows = [{"id": i, "embedding": json.dumps([float(x) for x in v]), "body": "t", "version": "v1",
              "created_at": None} for i, v in enumerate(vectors(5))]

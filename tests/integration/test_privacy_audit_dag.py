@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from audits.pipeline import EmbeddingCache
 from audits.transforms import GaussianNoise
 from tests.conftest import REPO
-from tests.helpers import messages, production_table, rows_for, write_config
+from tests.helpers import airflow_metadata_db, ledger_connection, messages, production_table, rows_for, write_config
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -23,12 +23,6 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 @pytest.fixture
 def airflow_env(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
     """An Airflow home on a PostgreSQL metadata database, and a ledger + production table in another."""
-    name = pg_url.rsplit("/", 1)[1] + "_af"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    metadata_url = pg_admin_url.set(database=name).render_as_string(hide_password=False)
-
     cache = EmbeddingCache(tmp_path / "cache")
     texts_v1, texts_v2 = messages(150, seed=11), messages(150, seed=12)
     v1 = GaussianNoise(0.2).apply(cache.encode(encoder, texts_v1), np.random.default_rng(0))
@@ -39,25 +33,21 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
     config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache", probes=probes)
     with config.open("a") as f:   # alerts by mail, through the Airflow connection embwarden_smtp
         f.write("alerts:\n  - {kind: email, to: [privacy@example.com], from_email: embwarden@example.com}\n")
-    ledger = sa.engine.make_url(pg_url)
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-        "AIRFLOW_CONN_EMBWARDEN_DB": json.dumps({"conn_type": "postgres", "host": ledger.host, "port": ledger.port,
-                                                 "login": ledger.username, "schema": ledger.database}),
+        "AIRFLOW_CONN_EMBWARDEN_DB": ledger_connection(pg_url),
         "EMBWARDEN_CONFIG": str(config),
         "AIRFLOW_CONN_EMBWARDEN_SMTP": mail_catcher.connection(),
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("EMBWARDEN_DB_URL", None)
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    yield env, rows, metadata_url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with airflow_metadata_db(pg_admin_url, pg_url) as metadata_url:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
+        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+        yield env, rows, metadata_url
 
 
 def dags_test(env, dag_id: str = "privacy_audit", conf: dict | None = None) -> subprocess.CompletedProcess:

@@ -60,3 +60,17 @@ def test_a_malformed_targets_file_names_the_line(tmp_path, capsys):
     code = main(["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", str(tmp_path / "bad.jsonl"),
                  "--targets", str(tmp_path / "bad.jsonl"), "--json", str(tmp_path / "o.json")])
     assert code == 2 and "bad.jsonl line 2: not valid JSON" in capsys.readouterr().err
+
+
+def test_a_dp_transform_is_audited_and_states_its_guarantee(tmp_path):
+    code, doc = audit(tmp_path, "--transform", '{"kind": "clip_gaussian", "epsilon": 1000}', "--probes",
+                      "bow_inversion")
+    assert code == 0 and doc["errors"] == {}
+    assert doc["setup"]["guarantee"].startswith("(epsilon=1000, delta=1e-05)-DP per query")
+    (tmp_path / "clean").mkdir()
+    clean = audit(tmp_path / "clean", "--probes", "bow_inversion")[1]
+    f1 = {d: next(s["value"] for s in doc_["scores"] if s["metric"] == "token_f1")
+          for d, doc_ in (("dp", doc), ("clean", clean))}
+    assert f1["dp"] < f1["clean"]          # sigma 0.049 per coordinate costs the attacker words
+    assert main(["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", "a", "--targets", "b", "--json", "c",
+                 "--transform", '{"kind": "clip_gaussian", "epsilon": 1}', "--noise-sigma", "0.1"]) == 2

@@ -58,6 +58,14 @@ def write(tmp_path, mutate):
     (lambda d: d.update(alerts=[{"kind": "email", "to": []}]), r"alerts.0.to: List should have at least 1 item"),
     (lambda d: d.update(alerts=[{"kind": "pager"}]), r"alerts.0: .*'email', 'webhook'"),
     (lambda d: d.update(reopen="sometimes"), r"reopen: Input should be 'auto' or 'manual'"),
+    (lambda d: d["versions"]["v2"].update(transform={"kind": "clip_gaussian", "epsilon": -1}),
+     r"versions.v2.transform.epsilon: Input should be greater than 0 .*-1"),
+    (lambda d: d["versions"]["v2"].update(transform={"kind": "clip_gaussian", "epsilon": 1, "delta": 2}),
+     r"versions.v2.transform.delta: Input should be less than 1"),
+    (lambda d: d["versions"]["v2"].update(transform={"kind": "random_projection"}),
+     r"versions.v2.transform.dimension: Field required"),
+    (lambda d: d["versions"]["v2"].update(transform={"kind": "laplace"}),
+     r"versions.v2.transform: .*'clip_gaussian', 'vmf', 'random_projection', 'quantize'"),
 ])
 def test_bad_fields_are_named(tmp_path, mutate, message):
     with pytest.raises(ConfigError, match=message):
@@ -87,3 +95,22 @@ def test_missing_and_unparsable_files(tmp_path):
 def test_unknown_deployment_is_named():
     with pytest.raises(ConfigError, match=r"unknown deployment 'billing'; the configuration has \['support-search'\]"):
         load_config(REPO / "embwarden.yaml").deployment("billing")
+
+
+def test_each_version_states_its_guarantee_in_the_ledger(tmp_path, ledger):
+    import sqlalchemy as sa
+
+    from monitors.database import session_scope
+    from monitors.ledger import Version
+    from monitors.registry import sync
+
+    path = write(tmp_path, lambda d: d["versions"].update(
+        v3={"transform": {"kind": "clip_gaussian", "epsilon": 2000, "delta": 1e-6}},
+        v4={"transform": {"kind": "vmf", "epsilon": 500}},
+        v5={"transform": {"kind": "quantize", "bits": 1}}))
+    with session_scope(ledger) as session:
+        sync(session, load_config(path))
+        stated = dict(session.execute(sa.select(Version.name, Version.guarantee)).all())
+    assert stated["v1"] == stated["v2"] == stated["v5"] == "none"
+    assert stated["v3"].startswith("(epsilon=2000, delta=1e-06)-DP per query, Gaussian (analytic), L2 sensitivity 2")
+    assert stated["v4"].startswith("(epsilon=500)-DP per query, von Mises-Fisher")

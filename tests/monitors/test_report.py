@@ -266,3 +266,34 @@ def test_report_renders_in_headless_chromium(written, tmp_path):
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, len(png)
     print(f"screenshot: {shot}")
+
+
+def test_the_guarantee_its_composition_and_the_dp_audit_against_the_claim(ledger, tmp_path):
+    from audits.transforms import ClipGaussian, describe_guarantee
+
+    claim = ClipGaussian(2.0, 1e-5)
+    with session_scope() as session:
+        dep = Deployment(name="support-search")
+        session.add(dep)
+        session.flush()
+        version = Version(deployment_id=dep.id, name="v3-dp", encoder={},
+                          transform={"kind": "clip_gaussian", "epsilon": 2.0, "delta": 1e-5, "clip_norm": 1.0},
+                          guarantee=describe_guarantee(claim))
+        session.add(version)
+        session.flush()
+        run = AuditRun(dag_id="privacy_audit", run_id="manual__1", deployment_id=dep.id, version_id=version.id,
+                       status="succeeded", verdict="gate", sample_size=120, thresholds={},
+                       started_at=DAY0, finished_at=DAY0)
+        run.scores = [Score(task="probe_dp_audit", probe="dp_audit", metric="empirical_epsilon", value=9.1,
+                            ci_low=8.7, ci_high=9.5, n=150_000, target="sample")]
+        session.add(run)
+        session.flush()
+        content = report.build(session, run)
+    html = report.write(tmp_path, content).read_text()
+    privacy = content["privacy"]
+    assert privacy["claimed_epsilon"] == 2.0
+    assert [c["queries"] for c in privacy["composition"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert privacy["composition"][0]["epsilon"] == pytest.approx(2.0)
+    assert privacy["composition"][-1]["epsilon"] == pytest.approx(claim.guarantee().composed(64)[0], abs=1e-3)
+    assert "(epsilon=2, delta=1e-05)-DP per query" in html and 'id="composition"' in html
+    assert "the claimed guarantee is not delivered" in html

@@ -1,0 +1,58 @@
+"""
+### Privacy-utility frontier
+
+Sweep one privacy transform's strength for a deployment and see what each setting costs and buys:
+
+* **leakage**: the deployment's probes, trained noise-aware on the auxiliary corpus embedded
+  through that transform, scored on canaries (`dp_audit` and `repeat_query` are left out);
+* **utility**: retrieval recall@10 of paraphrase pairs (same facts, other words), queries and
+  documents both through the transform.
+
+Each point is judged against the deployment's gate thresholds. The report (`frontier.html`, with
+charts, and `frontier.json`, under `<artifacts root>/frontier/<deployment>/<run id>/`) recommends
+the passing point with the smallest utility loss and gives the `embwarden versions add ...`
+command that creates it as a new version. Strengths left empty: a default grid per kind
+(epsilon for `clip_gaussian` and `vmf`, sigma for `gaussian_noise`, dimension for
+`random_projection`, bits for `quantize`). Nothing is written to the ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["embwarden", "privacy"],
+    default_args={"retries": 2},
+    params={
+        "deployment": Param(type="string", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", title="Deployment",
+                            description="As named in embwarden.yaml, e.g. support-search"),
+        "kind": Param("clip_gaussian", enum=["clip_gaussian", "vmf", "gaussian_noise", "random_projection",
+                                             "quantize"], title="Transform"),
+        "strengths": Param(None, type=["null", "array"], items={"type": "number", "exclusiveMinimum": 0},
+                           minItems=1, maxItems=12, title="Strengths",
+                           description="epsilon, sigma, dimension or bits, e.g. [100, 1000, 3000]; "
+                                       "empty: the kind's default grid"),
+        "pairs": Param(500, type="integer", minimum=50, maximum=20000, title="Paraphrase pairs",
+                       description="Queries (and documents) of the retrieval recall@10 measure"),
+    },
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+)
+def privacy_frontier():
+    @task
+    def sweep(params=None, dag_run=None) -> dict:
+        from monitors.frontier import task as frontier_task
+
+        return frontier_task(params["deployment"], params["kind"], params.get("strengths"), params["pairs"],
+                             dag_run.run_id)
+
+    sweep()
+
+
+privacy_frontier()

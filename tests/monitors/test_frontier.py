@@ -1,0 +1,418 @@
+"""The privacy-utility frontier: recommendation logic, recall@10, a real sweep, its report, the
+`versions add` command and the privacy_frontier DAG run by Airflow."""
+
+import difflib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from markupsafe import escape
+
+from audits import corpora
+from audits.errors import ConfigError
+from audits.paraphrase import PARAPHRASES, paraphrase_pairs
+from audits.pipeline import EmbeddingCache
+from audits.results import Score
+from audits.transforms import GaussianNoise, make_transform
+from monitors import frontier
+from monitors.cli import FRONTIER_KINDS
+from monitors.cli import main as cli
+from monitors.config import load_config
+from monitors.database import session_scope
+from monitors.frontier import Frontier, FrontierPoint, Utility, judge, recommend
+from monitors.policy import Levels
+from tests.conftest import REPO
+from tests.helpers import airflow_metadata_db, ledger_connection, write_config
+
+DEP = "support-search"
+SMALL = {"aux_size": 400, "epochs": 10, "canaries": 60}   # every config of this module: fits are shared
+PAIRS = 200
+NOISE = [0.05, 0.2, 0.5]
+F1 = "bow_inversion.token_f1"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """Clean embeddings and fitted attack models, shared by every sweep of this module."""
+    return tmp_path_factory.mktemp("frontier-cache")
+
+
+def config_file(folder: Path, cache: Path, **overrides) -> Path:
+    return write_config(folder / "embwarden.yaml", source_url=f"sqlite:///{folder}/unused.db", cache=cache,
+                        **{**SMALL, **overrides})
+
+
+# -- pure: judging and recommending --------------------------------------------------------------
+def point(strength, loss, passes=True, kind="clip_gaussian", failed=(), f1=0.3) -> FrontierPoint:
+    param = frontier.KNOBS[kind].param
+    spec = {"kind": "none"} if strength is None else {"kind": kind, param: strength}
+    recall = 1.0 - loss
+    return FrontierPoint(spec, frontier.label_of(spec), strength, {F1: Score("bow_inversion", "token_f1", f1,
+                                                                                  f1 - 0.02, f1 + 0.02, 60)},
+                         Utility(recall, max(recall - 0.05, 0), min(recall + 0.05, 1), 200, 200), loss, passes,
+                         tuple(failed))
+
+
+def test_the_passing_point_with_the_smallest_utility_loss_is_recommended():
+    points = [point(None, 0.0, passes=False), point(10, 0.9), point(100, 0.4), point(1000, 0.02, passes=False),
+              point(300, 0.1)]
+    rec = recommend(points, "clip_gaussian", DEP, existing_versions=["v1", "v2"])
+    assert rec.label == "clip_gaussian epsilon=300"
+    assert rec.transform == {"kind": "clip_gaussian", "epsilon": 300}
+    assert rec.utility_loss == 0.1
+    assert rec.version == "clip_gaussian-eps300"
+    args = shlex.split(rec.command)
+    assert args[:5] == ["embwarden", "versions", "add", DEP, "clip_gaussian-eps300"]
+    assert json.loads(args[args.index("--transform") + 1]) == rec.transform
+    assert "already pass" not in rec.message
+
+
+def test_a_tie_goes_to_the_weakest_transform():
+    # epsilon: larger is weaker; sigma: smaller is weaker.
+    rec = recommend([point(None, 0.0), point(3000, 0.0), point(10000, 0.0), point(1000, 0.0)], "clip_gaussian", DEP)
+    assert rec.label == "clip_gaussian epsilon=10000"
+    assert "already pass" in rec.message    # no transform passes too: the message says so
+    noise = [point(s, 0.0, kind="gaussian_noise") for s in (0.02, 0.005, 0.01)]
+    assert recommend(noise, "gaussian_noise", DEP).label == "gaussian_noise sigma=0.005"
+
+
+def test_when_nothing_passes_nothing_is_recommended_and_the_strongest_is_named():
+    points = [point(None, 0.0, passes=False),
+              point(1000, 0.0, passes=False, failed=[f"{F1}: value 0.6 reaches gate 0.5"]),
+              point(10, 0.95, passes=False, failed=[f"{F1}: value 0.52 reaches gate 0.5"])]
+    rec = recommend(points, "clip_gaussian", DEP)
+    assert rec.label is None and rec.command is None and rec.version is None
+    assert "No transform of the grid passes" in rec.message
+    assert "clip_gaussian epsilon=10 " in rec.message and "0.52 reaches gate" in rec.message
+
+
+def test_version_names_do_not_collide():
+    spec = {"kind": "clip_gaussian", "epsilon": 3000.0}
+    assert frontier.version_name("clip_gaussian", spec) == "clip_gaussian-eps3000"
+    assert frontier.version_name("clip_gaussian", spec, ["clip_gaussian-eps3000"]) == "clip_gaussian-eps3000-2"
+    command = frontier.version_command(DEP, "x", spec, from_version="v2", config_path="/etc/e w.yaml")
+    assert shlex.split(command)[-4:] == ["--from", "v2", "--config", "/etc/e w.yaml"]
+
+
+def score(value, low=None, high=None, metric="token_f1", probe="bow_inversion"):
+    return Score(probe, metric, value, value if low is None else low, value if high is None else high, 100)
+
+
+@pytest.mark.parametrize(("levels", "value", "passes"), [
+    (Levels(warn=0.45, gate=0.5, rollback=0.55), 0.47, True),       # warn does not block
+    (Levels(warn=0.45, gate=0.5, rollback=0.55), 0.5, False),       # gate does
+    (Levels(rollback=0.55), 0.6, False),                             # rollback does
+    (Levels(gate=0.5, basis="ci_low"), 0.52, True),                  # ci_low 0.42: not a sure leak
+    (Levels(gate=0.5, basis="ci_high"), 0.45, False),                # ci_high 0.55: a plausible one
+    (Levels(gate=0.6, higher_is_worse=False), 0.55, False),          # lower is worse
+    (Levels(warn=0.1), 0.9, True),                                   # no blocking level at all
+])
+def test_a_point_passes_unless_a_score_reaches_gate_or_rollback(levels, value, passes):
+    ok, failed = judge({F1: score(value, value - 0.1, value + 0.1)}, {F1: levels}, ["bow_inversion"])
+    assert ok is passes
+    assert bool(failed) is not passes
+
+
+def test_thresholds_of_probes_not_swept_are_not_judged_but_a_failed_probe_fails():
+    thresholds = {F1: Levels(gate=0.5), "drift.mmd": Levels(gate=0.1), "candidate_inversion.top1": Levels(gate=0.5)}
+    assert judge({F1: score(0.2)}, thresholds, ["bow_inversion"]) == (True, ())
+    ok, failed = judge({F1: score(0.2)}, thresholds, ["bow_inversion", "candidate_inversion"])
+    assert not ok and failed == ("candidate_inversion.top1: not measured (its probe failed)",)
+
+
+def test_the_grid_has_defaults_per_kind_keeps_the_base_settings_and_refuses_bad_values():
+    assert set(FRONTIER_KINDS) == set(frontier.KINDS)   # the CLI's choices
+    for kind in frontier.KINDS:
+        specs = frontier.grid(kind)
+        values = [s[frontier.KNOBS[kind].param] for s in specs]
+        assert len(values) >= 4 and values == sorted(values)
+    # clip_gaussian's default grid spans useless (sigma ~1 per coordinate) to nearly free (sigma < 0.02)
+    sigmas = [make_transform(s).sigma for s in frontier.grid("clip_gaussian")]
+    assert sigmas[0] > 0.9 and sigmas[-1] < 0.02
+    base = {"kind": "clip_gaussian", "epsilon": 2.0, "delta": 1e-6, "clip_norm": 0.5}
+    assert frontier.grid("clip_gaussian", [300, 30, 300], base) == [
+        {"kind": "clip_gaussian", "epsilon": 30.0, "delta": 1e-6, "clip_norm": 0.5},
+        {"kind": "clip_gaussian", "epsilon": 300.0, "delta": 1e-6, "clip_norm": 0.5}]
+    assert frontier.grid("random_projection", [64.0]) == [{"kind": "random_projection", "dimension": 64}]
+    assert frontier.as_configured({"kind": "vmf", "epsilon": 600}) == {"kind": "vmf", "epsilon": 600.0}
+    with pytest.raises(ConfigError, match="whole numbers"):
+        frontier.grid("quantize", [2.5])
+    with pytest.raises(ConfigError, match="quantize.bits: Input should be greater than or equal to 1"):
+        frontier.grid("quantize", [0, 4])
+    with pytest.raises(ConfigError, match="cannot be swept"):
+        frontier.grid("none")
+
+
+# -- utility: paraphrase pairs and recall@10 -----------------------------------------------------
+def test_paraphrases_state_the_same_facts_and_the_documents_are_the_auxiliary_corpus():
+    pairs = paraphrase_pairs(60, seed=1)
+    assert pairs.documents == corpora.synthetic(60, seed=1).texts
+    assert len(set(pairs.template_ids)) > 10 and len(PARAPHRASES) == 24
+    for query, doc, secrets in zip(pairs.queries, pairs.documents, corpora.synthetic(60, seed=1).secrets,
+                                   strict=True):
+        assert query != doc
+        assert all(value in query for value in secrets.values())   # the same facts, in other words
+
+
+def test_recall_at_10_is_high_without_a_transform_and_drops_with_heavy_noise(encoder, cache_dir):
+    pairs = paraphrase_pairs(PAIRS, seed=1)
+    cache = EmbeddingCache(cache_dir / "embeddings")
+    queries, documents = cache.encode(encoder, list(pairs.queries)), cache.encode(encoder, list(pairs.documents))
+    clean = frontier.recall_at_k(queries, documents)
+    assert clean.recall > 0.8 and clean.queries == clean.documents == PAIRS
+    assert clean.ci_low <= clean.recall <= clean.ci_high
+    rng = np.random.default_rng(0)
+    noisy = frontier.recall_at_k(GaussianNoise(0.5).apply(queries, rng), GaussianNoise(0.5).apply(documents, rng))
+    assert noisy.recall < 0.3 and noisy.ci_high < clean.ci_low
+
+
+# -- the report ----------------------------------------------------------------------------------
+def constructed() -> Frontier:
+    points = [point(None, 0.0, passes=False, f1=0.6), point(10, 0.9, f1=0.1), point(100, 0.3, f1=0.3),
+              point(1000, 0.0, passes=False, failed=[f"{F1}: value 0.55 reaches gate 0.5"], f1=0.55)]
+    thresholds = {F1: Levels(warn=0.45, gate=0.5, rollback=0.55)}
+    return Frontier(DEP, "v1", "clip_gaussian", "epsilon", tuple(points), 1.0,
+                    recommend(points, "clip_gaussian", DEP, ["v1", "v2"]), thresholds, "ledger",
+                    ("bow_inversion",), {"dp_audit": "skipped"}, ("a note",), "manual__1", "2026-01-01T00:00:00",
+                    200, 60)
+
+
+def test_the_report_has_the_charts_the_table_and_the_command(tmp_path):
+    f = constructed()
+    json_path, html_path = frontier.write(f, tmp_path)
+    assert Frontier.from_dict(json.loads(json_path.read_text())) == f
+    html = html_path.read_text()
+    assert html.count("<svg") == 2    # utility, then the gated metric
+    assert "leakage: bow_inversion.token_f1" in html and "utility: retrieval recall@10" in html
+    assert 'class="recommended"' in html and 'class="level gate"' in html and 'class="reference"' in html
+    assert str(escape(f.recommendation.command)) in html
+    assert "clip_gaussian epsilon=100" in f.recommendation.message
+    assert "dp_audit skipped" in html and "a note" in html
+
+
+def test_the_strength_axis_is_logarithmic_when_the_grid_spans_decades():
+    pts = [{"x": x, "label": str(x), "value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "passes": True}
+           for x in (10, 100, 1000)]
+    xs = [float(v) for v in re.findall(r'<circle cx="([\d.]+)"', frontier.strength_chart(
+        pts, title="t", x_label="eps", log_x=True))]
+    assert xs[1] - xs[0] == pytest.approx(xs[2] - xs[1], abs=0.2)
+    xs = [float(v) for v in re.findall(r'<circle cx="([\d.]+)"', frontier.strength_chart(
+        pts, title="t", x_label="eps", log_x=False))]
+    assert xs[2] - xs[1] > 5 * (xs[1] - xs[0])
+
+
+# -- a real sweep --------------------------------------------------------------------------------
+def test_a_sweep_measures_each_point_and_recommends_one_that_passes_the_gates(ledger, tmp_path, cache_dir, capsys):
+    from monitors.ledger import Deployment, Threshold
+    from monitors.registry import sync
+    from monitors.thresholds import set_threshold
+
+    path = config_file(tmp_path, cache_dir)
+    f, json_path, html_path = frontier.run(DEP, "gaussian_noise", NOISE, PAIRS, run_id="t1", config_path=str(path))
+
+    assert [p.label for p in f.points] == ["no transform"] + [f"gaussian_noise sigma={s:g}" for s in NOISE]
+    assert f.thresholds_source == "ledger" and f.thresholds[F1].gate == 0.5
+    f1 = [p.scores[F1].value for p in f.points]
+    recall = [p.utility.recall for p in f.points]
+    assert all(b <= a + 0.05 for a, b in zip(f1[1:], f1[2:], strict=False)), f1    # more noise, less leaks
+    assert f1[-1] < f1[1] - 0.2
+    assert recall[0] > 0.8 and recall[-1] < recall[0] - 0.5 and f.baseline_utility == recall[0]
+    assert all(p.utility_loss == pytest.approx(recall[0] - p.utility.recall) for p in f.points)
+    rec = f.recommendation
+    chosen = next(p for p in f.points if p.label == rec.label)
+    assert chosen.passes_gates and chosen.scores[F1].value < 0.5 and not chosen.baseline
+    assert all(p.utility_loss >= chosen.utility_loss for p in f.grid if p.passes_gates)
+    assert all(not p.passes_gates and p.failed for p in f.grid if p.scores[F1].value >= 0.5)
+    assert rec.command and f"--config {path}" in rec.command
+    # The artifacts are the record: under the artifacts root, frontier/<deployment>/<run id>/.
+    assert json_path.parent == tmp_path / "artifacts" / "frontier" / DEP / "t1"
+    assert Frontier.from_dict(json.loads(json_path.read_text())) == f
+    html = html_path.read_text()
+    assert "<svg" in html and str(escape(rec.command)) in html
+    for text in corpora.canaries(60, 7).texts + paraphrase_pairs(PAIRS, 1).queries:
+        assert text not in html and text not in json_path.read_text()
+    # Nothing was written to the ledger (the thresholds were read in a rolled-back transaction).
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Deployment)) == 0
+
+    # Thresholds changed by hand in the ledger win over the file: with the gate at 0.99 every point
+    # passes, and the weakest noise loses least. The CLI runs that sweep (fits come from the cache).
+    config = load_config(path)
+    with session_scope() as session:
+        sync(session, config)
+        set_threshold(session, config, DEP, F1, Levels(gate=0.99), "tester", "frontier test")
+        rows = session.scalar(sa.select(sa.func.count()).select_from(Threshold))
+    capsys.readouterr()
+    assert cli(["frontier", DEP, "--kind", "gaussian_noise", "--strengths", ",".join(map(str, NOISE)),
+                "--pairs", str(PAIRS), "--config", str(path), "--json"]) == 0
+    again = Frontier.from_dict(json.loads(capsys.readouterr().out))
+    assert again.thresholds[F1] == Levels(gate=0.99)
+    assert again.recommendation.label == "gaussian_noise sigma=0.05"
+    assert "already pass" in again.recommendation.message
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Threshold)) == rows
+
+    assert cli(["frontier", DEP, "--kind", "gaussian_noise", "--strengths", "0.05,0.5", "--pairs", str(PAIRS),
+                "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Recommendation: gaussian_noise sigma=0.05" in out and "embwarden versions add support-search" in out
+    assert "no transform" in out and "Report: " in out
+
+
+def test_without_a_ledger_the_file_thresholds_apply_and_skipped_probes_are_named(tmp_path, cache_dir, monkeypatch,
+                                                                                pg_admin_url):
+    missing = pg_admin_url.set(database="embwarden_no_such_db").render_as_string(hide_password=False)
+    monkeypatch.setenv("EMBWARDEN_DB_URL", missing)
+    monkeypatch.delenv("AIRFLOW_CONN_EMBWARDEN_DB", raising=False)
+    path = config_file(tmp_path, cache_dir)
+    config = load_config(path)
+    levels, source = frontier.gate_thresholds(config, DEP)
+    assert levels == {F1: Levels(0.45, 0.5, 0.55)} and source.startswith("configuration file (ledger unavailable")
+    # dp_audit and repeat_query are left out of a sweep (and named); with nothing else there is nothing to run.
+    only_skipped = config.deployment(DEP).model_copy(update={"probes": {k: {} for k in frontier.SKIPPED_PROBES}})
+    with pytest.raises(ConfigError, match=r"no probe the sweep can run .*skipped: \['dp_audit', 'repeat_query'\]"):
+        frontier.sweep(config.model_copy(update={"deployments": {DEP: only_skipped}}), DEP, "gaussian_noise", [0.1],
+                       PAIRS)
+
+
+# -- versions add --------------------------------------------------------------------------------
+@pytest.fixture
+def commented_config(tmp_path) -> Path:
+    """The repository's example configuration: comments, flow mappings, an indented sequence."""
+    path = tmp_path / "embwarden.yaml"
+    path.write_text((REPO / "embwarden.yaml").read_text())
+    return path
+
+
+def changes(before: str, after: str) -> tuple[list[str], list[str]]:
+    diff = list(difflib.ndiff(before.splitlines(), after.splitlines()))
+    return [d[2:] for d in diff if d.startswith("+ ")], [d[2:] for d in diff if d.startswith("- ")]
+
+
+def test_versions_add_keeps_the_file_as_it_was_and_adds_the_version(commented_config, ledger, capsys):
+    before = commented_config.read_text()
+    spec = '{"kind": "clip_gaussian", "epsilon": 3000}'
+    assert cli(["versions", "add", DEP, "clip_gaussian-eps3000", "--transform", spec,
+                "--config", str(commented_config)]) == 0
+    after = commented_config.read_text()
+    added, removed = changes(before, after)
+    assert removed == [] and len(added) == 3    # every comment and line kept
+    assert added[0].startswith("      clip_gaussian-eps3000:  # added by `embwarden versions add`")
+    assert added[2] == "        transform: {kind: clip_gaussian, epsilon: 3000}"
+    version = load_config(commented_config).deployment(DEP).versions["clip_gaussian-eps3000"]
+    assert version.transform.spec() == {"kind": "clip_gaussian", "epsilon": 3000.0, "delta": 1e-5,
+                                              "clip_norm": 1.0}
+    assert version.encoder.model == "bundled:all-MiniLM-L6-v2"
+    out = capsys.readouterr().out
+    assert "stored guarantee: (epsilon=3000, delta=1e-05)-DP per query" in out
+    with session_scope() as session:
+        from monitors.ledger import Version
+
+        stored = session.scalar(sa.select(Version.guarantee).where(Version.name == "clip_gaussian-eps3000"))
+    assert stored.startswith("(epsilon=3000, delta=1e-05)-DP")
+
+    # A used name, or a transform the configuration refuses, leaves the file untouched.
+    assert cli(["versions", "add", DEP, "clip_gaussian-eps3000", "--transform", spec,
+                "--config", str(commented_config)]) == 2
+    assert cli(["versions", "add", DEP, "v2", "--transform", '{"kind": "none"}',
+                "--config", str(commented_config)]) == 2
+    assert cli(["versions", "add", DEP, "bad", "--transform", '{"kind": "clip_gaussian", "epsilon": -1}',
+                "--config", str(commented_config)]) == 2
+    err = capsys.readouterr().err
+    assert "exists already" in err and "epsilon" in err and str(commented_config) in err and ".tmp" not in err
+    assert commented_config.read_text() == after
+    assert [p.name for p in commented_config.parent.iterdir()] == ["embwarden.yaml"]   # no temporary file left
+
+
+def test_versions_add_without_a_ledger_still_writes_and_says_so(tmp_path, cache_dir, monkeypatch, pg_admin_url,
+                                                                capsys):
+    missing = pg_admin_url.set(database="embwarden_no_such_db").render_as_string(hide_password=False)
+    monkeypatch.setenv("EMBWARDEN_DB_URL", missing)
+    monkeypatch.delenv("AIRFLOW_CONN_EMBWARDEN_DB", raising=False)
+    path = config_file(tmp_path, cache_dir)    # written by yaml.safe_dump: another layout than the example's
+    before = path.read_text()
+    assert cli(["versions", "add", DEP, "vmf-eps1000", "--transform", '{"kind": "vmf", "epsilon": 1000}',
+                "--from", "v2", "--config", str(path)]) == 0
+    assert "not registered in the ledger" in capsys.readouterr().out
+    config = load_config(path)
+    assert config.deployment(DEP).versions["vmf-eps1000"].transform.kind == "vmf"
+    added, removed = changes(before, path.read_text())
+    assert removed == []
+    assert added == [f"      vmf-eps1000:  # added by `embwarden versions add` on {added[0].rsplit(' ', 1)[1]}",
+                     "        transform: {kind: vmf, epsilon: 1000}"]
+
+
+# -- the DAG, run by Airflow ---------------------------------------------------------------------
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@pytest.mark.integration
+def test_the_privacy_frontier_dag_sweeps_and_hands_on_references_only(ledger, pg_admin_url, tmp_path, cache_dir):
+    path = config_file(tmp_path, cache_dir)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_EMBWARDEN_DB": ledger_connection(ledger),
+        "EMBWARDEN_CONFIG": str(path),
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("EMBWARDEN_DB_URL", None)
+    with airflow_metadata_db(pg_admin_url, ledger) as metadata_url:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
+        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+        conf = {"deployment": DEP, "kind": "gaussian_noise", "strengths": NOISE, "pairs": PAIRS}
+        done = subprocess.run([AIRFLOW, "dags", "test", "privacy_frontier", "-c", json.dumps(conf)], env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        meta = sa.create_engine(metadata_url)
+        with meta.connect() as conn:
+            xcoms = conn.execute(sa.text("SELECT task_id, key, value FROM xcom")).all()
+            state = conn.execute(sa.text("SELECT state FROM dag_run WHERE dag_id = 'privacy_frontier'")).scalar()
+        meta.dispose()
+    assert state == "success"
+    assert {x[0] for x in xcoms} == {"sweep"}, xcoms
+    [(_, _, value)] = [x for x in xcoms if x[1] == "return_value"]
+    ref = json.loads(value) if isinstance(value, str) else value
+    assert set(ref) == {"deployment", "kind", "points", "passing", "json", "html", "recommendation", "version",
+                        "command"}
+    assert ref["points"] == 3 and ref["recommendation"] == "gaussian_noise sigma=0.2"
+    html = Path(ref["html"]).read_text()
+    assert Path(ref["html"]).parent.parent == tmp_path / "artifacts" / "frontier" / DEP
+    assert "<svg" in html and str(escape(ref["command"])) in html
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "airflow").rglob("*.log"))
+    haystack = json.dumps([list(map(str, x)) for x in xcoms]) + done.stdout + logs
+    for text in corpora.canaries(60, 7).texts[:20] + paraphrase_pairs(PAIRS, 1).queries[:20]:
+        assert text not in haystack
+    with session_scope() as session:   # the ledger holds nothing new: the artifacts are the record
+        from monitors.ledger import Deployment
+
+        assert session.scalar(sa.select(sa.func.count()).select_from(Deployment)) == 0
+
+
+def test_the_frontier_form_refuses_bad_params():
+    import copy
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = DagBag(dag_folder=REPO / "dags" / "privacy_frontier.py").dags["privacy_frontier"]
+    params = copy.deepcopy(dag.params)
+    good = {"deployment": DEP, "kind": "vmf", "strengths": [300, 1000], "pairs": 300}
+    for key, value in good.items():
+        params[key] = value
+    assert params.validate() == good
+    params["strengths"] = None
+    assert params.validate()["strengths"] is None
+    for key, value in [("kind", "none"), ("strengths", ["a"]), ("strengths", [-1]), ("strengths", []),
+                       ("pairs", 10), ("deployment", "Support Search")]:
+        with pytest.raises(ParamValidationError, match=f"param {key}"):
+            copy.deepcopy(params)[key] = value
