@@ -214,6 +214,7 @@ def test_a_run_without_scores_history_or_validation_says_so(ledger, tmp_path):
     assert content["trends"] == {} and content["validations"] == [] and content["drift"]["report"] is None
     assert "Not validated" in html and "<svg" not in html and 'id="drift"' not in html
     assert "The audit stopped" in html and "No scores were recorded" in html
+    assert "states no formal privacy guarantee" in html and 'id="composition"' not in html
 
 
 def test_chart_escapes_text_and_draws_single_and_flat_series():
