@@ -231,7 +231,7 @@ def test_parameters_are_validated_and_the_probe_is_registered():
             make_probe("dp_audit", bad)
     with pytest.raises(ProbeError, match="before fit"):
         DpAudit().score(any_sample(8))
-    with pytest.raises(ProbeError, match="aux.release"):
+    with pytest.raises(ProbeError, match="worst-case inputs need the transform alone"):
         DpAudit().fit(Auxiliary((), np.zeros((0, 8), np.float32)))
     with pytest.raises(ProbeError, match="aux.embed"):
         DpAudit(inputs="texts").fit(Auxiliary((), np.zeros((0, 8), np.float32)))
