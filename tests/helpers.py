@@ -134,3 +134,25 @@ def ledger_connection(ledger_url: str) -> str:
     url = sa.engine.make_url(ledger_url)
     return json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
                        "schema": url.database})
+
+
+@contextmanager
+def migrated_airflow(pg_admin_url: sa.URL, ledger_url: str, home: Path, config: Path,
+                     **extra_env: str) -> Iterator[tuple[dict, str]]:
+    """Everything `airflow dags test` needs: a migrated Airflow home on its own PostgreSQL metadata
+    database, our DAGs, the ledger as the connection `embwarden_db` and `config` as the configuration.
+    Yields the environment and the metadata database's URL."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW_CONN_EMBWARDEN_DB": ledger_connection(ledger_url),
+           "EMBWARDEN_CONFIG": str(config), "HF_HUB_OFFLINE": "1", **extra_env}
+    env.pop("EMBWARDEN_DB_URL", None)   # the ledger is reached through the connection, as in production
+    with airflow_metadata_db(pg_admin_url, ledger_url) as metadata_url:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
+        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
+                       capture_output=True)
+        yield env, metadata_url

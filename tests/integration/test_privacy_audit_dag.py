@@ -13,8 +13,7 @@ import sqlalchemy as sa
 
 from audits.pipeline import EmbeddingCache
 from audits.transforms import GaussianNoise
-from tests.conftest import REPO
-from tests.helpers import airflow_metadata_db, ledger_connection, messages, production_table, rows_for, write_config
+from tests.helpers import messages, migrated_airflow, production_table, rows_for, write_config
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -33,20 +32,8 @@ def airflow_env(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
     config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache", probes=probes)
     with config.open("a") as f:   # alerts by mail, through the Airflow connection embwarden_smtp
         f.write("alerts:\n  - {kind: email, to: [privacy@example.com], from_email: embwarden@example.com}\n")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_EMBWARDEN_DB": ledger_connection(pg_url),
-        "EMBWARDEN_CONFIG": str(config),
-        "AIRFLOW_CONN_EMBWARDEN_SMTP": mail_catcher.connection(),
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("EMBWARDEN_DB_URL", None)
-    with airflow_metadata_db(pg_admin_url, pg_url) as metadata_url:
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
-        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    with migrated_airflow(pg_admin_url, pg_url, tmp_path / "airflow", config,
+                          AIRFLOW_CONN_EMBWARDEN_SMTP=mail_catcher.connection()) as (env, metadata_url):
         yield env, rows, metadata_url
 
 

@@ -3,7 +3,6 @@
 
 import difflib
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -29,7 +28,7 @@ from monitors.database import session_scope
 from monitors.frontier import Frontier, FrontierPoint, Utility, judge, recommend
 from monitors.policy import Levels
 from tests.conftest import REPO
-from tests.helpers import airflow_metadata_db, ledger_connection, write_config
+from tests.helpers import migrated_airflow, write_config
 
 DEP = "support-search"
 SMALL = {"aux_size": 400, "epochs": 10, "canaries": 60}   # every config of this module: fits are shared
@@ -356,19 +355,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 @pytest.mark.integration
 def test_the_privacy_frontier_dag_sweeps_and_hands_on_references_only(ledger, pg_admin_url, tmp_path, cache_dir):
     path = config_file(tmp_path, cache_dir)
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_EMBWARDEN_DB": ledger_connection(ledger),
-        "EMBWARDEN_CONFIG": str(path),
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("EMBWARDEN_DB_URL", None)
-    with airflow_metadata_db(pg_admin_url, ledger) as metadata_url:
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
-        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    with migrated_airflow(pg_admin_url, ledger, tmp_path / "airflow", path) as (env, metadata_url):
         conf = {"deployment": DEP, "kind": "gaussian_noise", "strengths": NOISE, "pairs": PAIRS}
         done = subprocess.run([AIRFLOW, "dags", "test", "privacy_frontier", "-c", json.dumps(conf)], env=env,
                               capture_output=True, text=True, timeout=900)
