@@ -23,6 +23,11 @@ COPY --chown=airflow:root docker/airflow_local_settings.py /opt/airflow/config/a
 # Mount points of the compose file's named volumes, owned by the airflow user so that a new
 # volume starts writable (Docker copies an image directory's ownership into an empty volume).
 USER root
+# Real English for the `general` attacker corpus (audits/general.py): WordNet, GCIDE, fortunes.
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base dict-gcide \
+    fortunes fortunes-min \
+ && rm -rf /var/lib/apt/lists/*
 RUN mkdir -p /opt/embwarden-config/.embwarden /opt/airflow/auth \
  && chown -R airflow:root /opt/embwarden-config /opt/airflow/auth
 USER airflow

@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: install demo test bench lint clean
+.PHONY: install corpora demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "embwarden needs Python 3.11 or 3.12")'
@@ -21,15 +21,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+corpora:
+	scripts/ensure-corpora.sh
+
 demo: install
 	$(PY) -m monitors.demo
 
 test: install
 	scripts/ensure-postgres.sh
 	scripts/ensure-chromium.sh
+	scripts/ensure-corpora.sh
 	$(PY) -m pytest
 
-bench: install
+bench: install corpora
 	$(PY) benchmarks/run.py $(SECTIONS)
 
 lint: install

@@ -35,7 +35,7 @@ from audits.transforms import AppliedByEncoder
 log = logging.getLogger(__name__)
 
 # Bump when a probe's fitted state changes shape: older cache entries are then ignored.
-MODEL_CACHE_FORMAT = 2
+MODEL_CACHE_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,9 @@ class Auditor:
         self.embedding_cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir else None
         self.model_cache = ModelCache(Path(cache_dir) / "models") if cache_dir else None
         self._oracle_rng = np.random.default_rng(seed + 1)
+        # Fitting may query the pipeline too (bow_inversion re-embeds its candidate words): from its own
+        # stream, so a probe's scores are the same whether it was fitted now or loaded from the cache.
+        self._fit_oracle_rng = np.random.default_rng(seed + 5)
         self._release_rng = np.random.default_rng(seed + 3)
         # Caching the oracle's clean encodings persists embeddings of variants of the targets'
         # texts: allowed for synthetic targets (benchmarks), never for production samples.
@@ -147,6 +150,10 @@ class Auditor:
     def oracle(self, texts: list[str]) -> np.ndarray:
         """The live pipeline, as anyone with access to the deployed API can call it."""
         return self.pipeline.embed(texts, self._oracle_rng, cache=self._oracle_cache)
+
+    def fit_oracle(self, texts: list[str]) -> np.ndarray:
+        """The same pipeline for the attacker's own queries while it trains (public text only)."""
+        return self.pipeline.embed(texts, self._fit_oracle_rng, cache=self.embedding_cache)
 
     @property
     def _local_transform(self) -> bool:
@@ -181,7 +188,7 @@ class Auditor:
                 def redraw() -> np.ndarray:
                     return self.pipeline.embed(texts, rng, cache=self.embedding_cache)
             self._aux = Auxiliary(self.corpus.texts, vectors, labels=self.corpus.labels,
-                                  secrets=self.corpus.secrets, embed=self.oracle, redraw=redraw,
+                                  secrets=self.corpus.secrets, embed=self.fit_oracle, redraw=redraw,
                                   release=self.release if self._local_transform else None,
                                   guarantee=self.pipeline.transform.guarantee(),
                                   encode=self.pipeline.encoder.encode if self._local_transform else None)
@@ -207,10 +214,7 @@ class Auditor:
         key = self.model_key(name, params)
         cached = self.model_cache.load(key) if self.model_cache else None
         if cached is not None:
-            if hasattr(cached, "embed_"):
-                cached.embed_ = self.oracle
-            if hasattr(cached, "attach"):
-                cached.attach(self.oracles())
+            self._attach(cached)
             log.info("%s: fitted model from cache (%s)", name, key)
             return cached, True, 0.0
         aux = self.auxiliary()
@@ -219,7 +223,30 @@ class Auditor:
         seconds = time.perf_counter() - started
         if self.model_cache:
             self.model_cache.store(key, probe)
+        self._attach(probe)   # scored through the scoring oracle, as a probe loaded from the cache is
         return probe, False, seconds
+
+    def _attach(self, probe) -> None:
+        if hasattr(probe, "embed_"):
+            probe.embed_ = self.oracle
+        if hasattr(probe, "attach"):
+            probe.attach(self.oracles())
+
+    def coverage(self, sample: Sample) -> ProbeResult:
+        """How well the attacker's corpus covers `sample` (audits.coverage), as a check's result."""
+        from audits.coverage import PROBE, measure
+
+        started = time.perf_counter()
+        try:
+            aux = self.auxiliary()
+            scores = tuple(measure(sample.vectors, sample.texts, aux.vectors, aux.texts, seed=self.seed))
+        except (EmbwardenError, ValueError) as exc:
+            log.error("coverage failed: %s: %s", type(exc).__name__, exc)
+            return ProbeResult(PROBE, "sample", error=f"{type(exc).__name__}: {exc}")
+        seconds = round(time.perf_counter() - started, 3)
+        log.info("coverage of %d sampled vectors by %d attacker texts: %s (%.1f s)", len(sample), len(aux.texts),
+                 ", ".join(f"{s.metric} {s.value:.3f}" for s in scores), seconds)
+        return ProbeResult(PROBE, "sample", scores, timings={"score_seconds": seconds})
 
     def run(self, name: str, params: dict | None, targets: dict[str, Sample]) -> ProbeResult:
         """Fit (or load) probe `name` and score the first of `targets` that has what it needs.
@@ -237,6 +264,8 @@ class Auditor:
             probe, cached, fit_seconds = self.fitted(name, params)
             started = time.perf_counter()
             scores = tuple(probe.score(targets[target]))
+            if name in SEGMENTED:
+                scores += segment_scores(probe, targets[target])
             score_seconds = time.perf_counter() - started
         except EmbwardenError as exc:
             log.error("%s failed: %s: %s", name, type(exc).__name__, exc)
@@ -247,6 +276,47 @@ class Auditor:
         return ProbeResult(name, target, scores, cached=cached,
                            timings={"fit_seconds": round(fit_seconds, 3), "score_seconds": round(score_seconds, 3)},
                            examples=examples)
+
+
+# Probes whose score is cheap to repeat on a subset (no oracle queries, no decoding): they are also
+# scored per segment (TF Privacy's slicing) when the targets carry labels.
+SEGMENTED = frozenset({"bow_inversion"})
+MIN_SEGMENT = 20
+MAX_SEGMENTS = 12
+
+
+def segment_scores(probe, sample: Sample) -> tuple[Score, ...]:
+    """The probe's scores on each labelled segment of `sample` with at least MIN_SEGMENT rows, as
+    metrics `metric[label]` (`token_f1[medical]`): which kinds of text leak most. Labels beyond the
+    MAX_SEGMENTS largest are left out, so a free-text label column cannot flood the ledger."""
+    if sample.labels is None:
+        return ()
+    from collections import Counter
+
+    counts = Counter(sample.labels)
+    out = []
+    for label, n in counts.most_common(MAX_SEGMENTS):
+        if n < MIN_SEGMENT:
+            break
+        rows = [i for i, x in enumerate(sample.labels) if x == label]
+        subset = Sample(tuple(sample.ids[i] for i in rows), sample.vectors[rows],
+                        None if sample.texts is None else tuple(sample.texts[i] for i in rows), sample.version,
+                        secrets=None if sample.secrets is None else tuple(sample.secrets[i] for i in rows))
+        segment = segment_name(label)
+        try:
+            scored = probe.score(subset)
+        except EmbwardenError as exc:   # e.g. a segment with no content words: say so, keep the rest
+            log.info("%s: segment %s not scored: %s", probe.name, segment, exc)
+            continue
+        out += [Score(s.probe, f"{s.metric}[{segment}]", s.value, s.ci_low, s.ci_high, s.n) for s in scored]
+    return tuple(out)
+
+
+def segment_name(label: str) -> str:
+    """A label as thresholds and the ledger can name it: at most 40 of [A-Za-z0-9_ .:-]."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_ .:-]+", "_", str(label)).strip()[:40] or "_"
 
 
 def redacted_examples(probe, canaries: Sample, count: int = 3) -> tuple[dict, ...]:

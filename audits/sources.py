@@ -34,6 +34,7 @@ class Columns:
     version: str = "version"
     text: str | None = None
     created_at: str | None = None
+    label: str | None = None      # a segment of each row (category, source): probes are also scored per segment
 
 
 def decode_vector(value, row_id) -> np.ndarray:
@@ -68,8 +69,9 @@ class SampleRows:
         self.texts: list = [None] * size
         self.dims = [0] * size
         self.created: list = [None] * size
+        self.labels: list = [None] * size
 
-    def put(self, position: int, row_id, raw, text=None, created_at=None) -> None:
+    def put(self, position: int, row_id, raw, text=None, created_at=None, label=None) -> None:
         vector = decode_vector(raw, row_id)
         width = min(self.dimension, vector.shape[0])
         self.vectors[position, :width] = vector[:width]
@@ -77,26 +79,30 @@ class SampleRows:
         self.texts[position] = "" if text is None else str(text)
         self.dims[position] = int(vector.shape[0])
         self.created[position] = _epoch(created_at)
+        self.labels[position] = "" if label is None else str(label)
 
-    def sample(self, version: str, with_text: bool) -> Sample:
+    def sample(self, version: str, with_text: bool, with_label: bool = False) -> Sample:
         """The sample; a position never filled (a row gone meanwhile, an id repeated) is left out."""
         kept = [i for i, row_id in enumerate(self.ids) if row_id is not None]
         if not kept:
             raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
         vectors = self.vectors if len(kept) == len(self.ids) else self.vectors[kept]
         texts = tuple(self.texts[i] for i in kept) if with_text else None
+        labels = tuple(self.labels[i] for i in kept) if with_label else None
         return Sample(ids=tuple(self.ids[i] for i in kept), vectors=vectors, texts=texts, version=version,
-                      dims=tuple(self.dims[i] for i in kept), created_at=tuple(self.created[i] for i in kept))
+                      labels=labels, dims=tuple(self.dims[i] for i in kept),
+                      created_at=tuple(self.created[i] for i in kept))
 
 
-def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_text: bool) -> Sample:
-    """Build a Sample from (id, vector, text[, created_at]) rows; rows of another dimension are cut or
-    zero-padded to `dimension`, their stored dimension kept in `dims`."""
+def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_text: bool,
+                    with_label: bool = False) -> Sample:
+    """Build a Sample from (id, vector, text[, created_at[, label]]) rows; rows of another dimension are
+    cut or zero-padded to `dimension`, their stored dimension kept in `dims`."""
     rows = rows if isinstance(rows, Sequence) else list(rows)
     built = SampleRows(len(rows), dimension)
     for position, row in enumerate(rows):
-        built.put(position, *row[:3], row[3] if len(row) > 3 else None)
-    return built.sample(version, with_text)
+        built.put(position, *row[:3], row[3] if len(row) > 3 else None, row[4] if len(row) > 4 else None)
+    return built.sample(version, with_text, with_label)
 
 
 def _epoch(value) -> float | None:
@@ -196,7 +202,7 @@ class SqlTableSource:
         except sa.exc.NoSuchTableError:
             raise SourceError(f"source.table: {self._where()} does not exist") from None
         wanted = {"id": self.columns.id, "vector": self.columns.vector, "version": self.columns.version,
-                  "text": self.columns.text, "created_at": self.columns.created_at}
+                  "text": self.columns.text, "created_at": self.columns.created_at, "label": self.columns.label}
         for field, name in wanted.items():
             if name is not None and name not in table.c:
                 raise SourceError(
@@ -252,9 +258,63 @@ class SqlTableSource:
                     scope += f" created at or after {_utc(since).isoformat()}"
                 if conn.dialect.name == "postgresql":
                     built = self._draw_postgres(conn, table, where, scope, version, size, seed, dimension)
-                    return built.sample(version, with_text=c.text is not None)
+                    return built.sample(version, with_text=c.text is not None, with_label=c.label is not None)
                 rows = self._draw_listing_ids(conn, table, where, scope, size, seed)
-                return assemble_sample(rows, version, dimension, with_text=c.text is not None)
+                return assemble_sample(rows, version, dimension, with_text=c.text is not None,
+                                       with_label=c.label is not None)
+        except sa.exc.DBAPIError as exc:
+            raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
+        finally:
+            engine.dispose()
+
+    def draw_texts(self, version: str, size: int, seed: int, exclude: Iterable[str] = ()) -> list[str]:
+        """Up to `size` non-empty texts of `version` from rows whose ids are not in `exclude`, chosen by
+        `seed` as `draw` chooses rows (in the database on PostgreSQL); no vectors are read."""
+        import sqlalchemy as sa
+
+        if self.columns.text is None:
+            raise SourceError("source.columns.text: not set; this source has no texts")
+        excluded = {str(i) for i in exclude}
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                table = self._table(conn)
+                id_col, text_col = table.c[self.columns.id], table.c[self.columns.text]
+                where = sa.and_(table.c[self.columns.version] == version, text_col.is_not(None), text_col != "")
+                wanted = size + len(excluded)
+                if conn.dialect.name == "postgresql":
+                    key = sa.func.hashtextextended(sa.cast(id_col, sa.Text),
+                                                   sa.literal(int(seed) % (1 << 63), sa.BigInteger))
+                    rows = conn.execute(sa.select(id_col, text_col).where(where).order_by(key, id_col)
+                                        .limit(wanted)).all()
+                else:
+                    ids = conn.execute(sa.select(id_col).where(where)).scalars().all()
+                    chosen = choose_ids(ids, wanted, seed, f"texts of version {version} in {self._where()}") \
+                        if ids else []
+                    found: dict = {}
+                    for start in range(0, len(chosen), FETCH_CHUNK):
+                        chunk = chosen[start:start + FETCH_CHUNK]
+                        found.update(conn.execute(sa.select(id_col, text_col).where(id_col.in_(chunk))).all())
+                    rows = [(i, found[i]) for i in chosen]
+        except sa.exc.DBAPIError as exc:
+            raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
+        finally:
+            engine.dispose()
+        return [str(text) for row_id, text in rows if str(row_id) not in excluded and str(text).strip()][:size]
+
+    def count_texts(self, version: str) -> int:
+        """How many rows of `version` have a non-empty text."""
+        import sqlalchemy as sa
+
+        if self.columns.text is None:
+            return 0
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                table = self._table(conn)
+                text_col = table.c[self.columns.text]
+                return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(
+                    table.c[self.columns.version] == version, text_col.is_not(None), text_col != "")).scalar())
         except sa.exc.DBAPIError as exc:
             raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
         finally:
@@ -265,7 +325,7 @@ class SqlTableSource:
 
         c = self.columns
         return (table.c[c.id], vector, table.c[c.text] if c.text else sa.null(),
-                table.c[c.created_at] if c.created_at else sa.null())
+                table.c[c.created_at] if c.created_at else sa.null(), table.c[c.label] if c.label else sa.null())
 
     def _draw_postgres(self, conn, table, where, scope: str, version: str, size: int, seed: int,
                        dimension: int) -> SampleRows:
@@ -288,11 +348,11 @@ class SqlTableSource:
         built = SampleRows(len(chosen), dimension)
         ids = sa.bindparam("chosen", list(chosen), type_=postgresql.ARRAY(id_col.type))
         query = sa.select(*self._selected(table, vector)).where(id_col == sa.any_(ids))
-        for row_id, raw, text, created_at in conn.execute(
+        for row_id, raw, text, created_at, label in conn.execute(
                 query.execution_options(stream_results=True, yield_per=FETCH_CHUNK)):
             if kind is not None and raw is not None:
                 raw = _from_vector_send(raw)
-            built.put(position[row_id], row_id, raw, text, created_at)
+            built.put(position[row_id], row_id, raw, text, created_at, label)
         return built
 
     def _draw_listing_ids(self, conn, table, where, scope: str, size: int, seed: int) -> list:
@@ -347,7 +407,7 @@ class ParquetSource:
         c = self.columns
         dataset = ds.dataset(self.path, format="parquet")
         for field, name in (("id", c.id), ("vector", c.vector), ("version", c.version), ("text", c.text),
-                            ("created_at", c.created_at)):
+                            ("created_at", c.created_at), ("label", c.label)):
             if name is not None and name not in dataset.schema.names:
                 raise SourceError(f"source.columns.{field}: column {name!r} not in {self.path}; "
                                   f"it has {dataset.schema.names}")
@@ -356,10 +416,41 @@ class ParquetSource:
             where = where & (pc.field(_created_at(c)) >= _utc(since))
         ids = dataset.to_table(columns=[c.id], filter=where).column(c.id).to_pylist()
         chosen = choose_ids(ids, size, seed, f"version {version} in {self.path}")
-        columns = [c.id, c.vector] + ([c.text] if c.text else []) + ([c.created_at] if c.created_at else [])
+        columns = [c.id, c.vector] + [name for name in (c.text, c.created_at, c.label) if name]
         table = dataset.to_table(columns=columns, filter=pc.field(c.id).isin(chosen))
         data = table.to_pydict()
-        texts = data.get(c.text) or [None] * table.num_rows
-        created = data.get(c.created_at) or [None] * table.num_rows
-        rows = {i: (i, v, t, at) for i, v, t, at in zip(data[c.id], data[c.vector], texts, created, strict=True)}
-        return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None)
+        texts, created, labels = ((data.get(name) if name else None) or [None] * table.num_rows
+                                  for name in (c.text, c.created_at, c.label))
+        rows = {i: (i, v, t, at, lb) for i, v, t, at, lb in
+                zip(data[c.id], data[c.vector], texts, created, labels, strict=True)}
+        return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None,
+                               with_label=c.label is not None)
+
+    def _texts(self, version: str):
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        c = self.columns
+        if c.text is None:
+            raise SourceError("source.columns.text: not set; this source has no texts")
+        if not self.path.exists():
+            raise SourceError(f"source.path: {self.path} does not exist")
+        dataset = ds.dataset(self.path, format="parquet")
+        if c.text not in dataset.schema.names:
+            raise SourceError(f"source.columns.text: column {c.text!r} not in {self.path}; "
+                              f"it has {dataset.schema.names}")
+        where = (pc.field(c.version) == version) & pc.field(c.text).is_valid() & (pc.field(c.text) != "")
+        data = dataset.to_table(columns=[c.id, c.text], filter=where).to_pydict()
+        return dict(zip(data[c.id], data[c.text], strict=True))
+
+    def draw_texts(self, version: str, size: int, seed: int, exclude: Iterable[str] = ()) -> list[str]:
+        """Up to `size` texts of `version` not in rows `exclude`, chosen by `seed`; no vectors are read."""
+        excluded = {str(i) for i in exclude}
+        texts = self._texts(version)
+        if not texts:
+            return []
+        chosen = choose_ids(list(texts), size + len(excluded), seed, f"texts of version {version} in {self.path}")
+        return [str(texts[i]) for i in chosen if str(i) not in excluded and str(texts[i]).strip()][:size]
+
+    def count_texts(self, version: str) -> int:
+        return len(self._texts(version)) if self.columns.text else 0

@@ -162,6 +162,41 @@ def first_audit() -> dict[str, float]:
     return out
 
 
+def production_attacker() -> dict[str, float]:
+    """What a `production` corpus costs per run (nothing of it is cached): embed a 3,000-text slice,
+    fit bow_inversion on it, score 500 targets and measure coverage. Real prose (literary quotations)
+    stands in for the deployment's texts."""
+    from audits import general
+    from monitors.coverage import DEFAULT_THRESHOLDS
+    from monitors.policy import evaluate
+
+    texts = general._read(["gcide"])
+    np.random.default_rng(0).shuffle(texts)
+    encoder = LocalEncoder(bundled_model_dir())
+    encoder.encode(["warm up the model"])
+    pipeline = _pipeline(encoder, 0.0)
+    cache_dir = Path(tempfile.mkdtemp(prefix="embwarden-production-"))   # the run's own folder
+    try:
+        started = time.perf_counter()
+        sample = embed_corpus(pipeline, corpora.Corpus(tuple(texts[:500])), np.random.default_rng(0), "bench", "s")
+        auditor = Auditor(pipeline, corpora.Corpus(tuple(texts[500:3500])), seed=0, cache_dir=cache_dir)
+        result = auditor.run("bow_inversion", {}, {"sample": sample})
+        coverage = auditor.coverage(sample)
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    assert result.error is None and coverage.error is None, (result.error, coverage.error)
+    covered = evaluate(coverage.scores, DEFAULT_THRESHOLDS).covered
+    scores = {s.metric: s.value for s in (*result.scores, *coverage.scores)}
+    return {"production_attacker_run_seconds": round(seconds, 1),
+            "production_attacker_embed_seconds": auditor.timings["embed_auxiliary_seconds"],
+            "production_attacker_bow_fit_seconds": result.timings["fit_seconds"],
+            "production_attacker_coverage_seconds": coverage.timings["score_seconds"],
+            "production_attacker_bow_f1_3000": round(scores["token_f1"], 3),
+            "production_attacker_coverage_embedding": round(scores["embedding"], 3),
+            "production_attacker_covered": float(bool(covered))}
+
+
 def encoder_throughput_ratio() -> dict[str, float]:
     """Our encoder against a bare length-sorted, batched AutoModel forward on the same texts."""
     import torch
@@ -188,32 +223,6 @@ def encoder_throughput_ratio() -> dict[str, float]:
     return {"encoder_texts_per_second": round(len(texts) / ours, 1),
             "raw_forward_texts_per_second": round(len(texts) / bare, 1),
             "encoder_throughput_ratio": round(bare / ours, 3)}
-
-
-def real_text(cache_dir: Path, out_dir: Path) -> dict[str, float]:
-    """bow_inversion on non-templated sentences, for growing auxiliary corpora (clean vectors)."""
-    from benchmarks.real_text import sentences
-
-    listing = cache_dir / "real_sentences.json"
-    if not listing.is_file():
-        listing.parent.mkdir(parents=True, exist_ok=True)
-        listing.write_text(json.dumps(sentences(26_000, seed=0)))
-    texts = json.loads(listing.read_text())
-    targets, pool = texts[:2000], texts[2000:]
-    encoder = LocalEncoder(bundled_model_dir())
-    pipeline = _pipeline(encoder, 0.0)
-    sample = embed_corpus(pipeline, corpora.Corpus(tuple(targets)), np.random.default_rng(0), "bench", "r",
-                          cache=EmbeddingCache(cache_dir / "embeddings"))
-    figures, rows = {}, []
-    for size in (5500, 11_000, len(pool)):
-        auditor = Auditor(pipeline, corpora.Corpus(tuple(pool[:size])), seed=0, cache_dir=cache_dir)
-        result = auditor.run("bow_inversion", {}, {"targets": sample})
-        assert result.error is None, result.error
-        scores = {s.metric: s for s in result.scores}
-        figures[f"real_text.bow_inversion.token_f1.aux_{size}"] = round(scores["token_f1"].value, 3)
-        rows.append({"auxiliary_texts": size, **{m: round(s.value, 3) for m, s in scores.items()}})
-    (out_dir / "real_text.json").write_text(json.dumps(rows, indent=1))
-    return figures
 
 
 def generative(cache_dir: Path, out_dir: Path) -> dict[str, float]:

@@ -87,7 +87,7 @@ def main() -> int:
     run this time are kept from the previous results file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from benchmarks import dp, probes, sampling, ui
+    from benchmarks import dp, probes, real_text, sampling, ui
 
     wanted = sys.argv[1:] or list(SECTIONS)
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -104,7 +104,7 @@ def main() -> int:
         "strength": lambda: probes.strength(cache, OUT.parent),
         "speed": lambda: probes.audit_10k_cached(cache),
         "first_audit": probes.first_audit,
-        "real_text": lambda: probes.real_text(cache, OUT.parent),
+        "real_text": lambda: {**real_text.figures(cache, generative=True), **probes.production_attacker()},
         "generative": lambda: probes.generative(cache, OUT.parent),
         "drift": lambda: probes.drift(cache),
         "validation": probes.validation,

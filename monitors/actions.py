@@ -5,6 +5,8 @@ and the deployment's policy:
 
     pass      reopen_gate (reopen: auto, gate closed by an audit), alert if an incident ends
     warn      alert
+    inconclusive  alert (+ close_gate when on_audit_error: fail_closed): the attacker did not cover
+              the sample, so the audit could not judge the pipeline
     gate      close_gate, alert
     rollback  close_gate, rollback, reaudit, alert
     invalid   alert (+ close_gate when on_audit_error: fail_closed)
@@ -29,7 +31,7 @@ from audits.errors import EmbwardenError
 from monitors.alerts import Alert
 from monitors.gates import last_passing_version, set_gate
 from monitors.ledger import Action, AlertRecord, AuditRun, Incident, utcnow
-from monitors.policy import SEVERITY, Levels
+from monitors.policy import INCONCLUSIVE, SEVERITY, Levels, is_coverage
 from monitors.registry import gate_state
 
 log = logging.getLogger("embwarden.actions")
@@ -39,12 +41,15 @@ PLANS = {
     "warn": ("alert",),
     "gate": ("close_gate", "alert"),
     "rollback": ("close_gate", "rollback", "reaudit", "alert"),
+    "inconclusive": ("alert",),
     "invalid": ("alert",),
     "error": ("alert",),
 }
+# Levels at which the audit could not judge the pipeline: the policy (on_audit_error) decides the gate.
+UNJUDGED = ("inconclusive", "invalid", "error")
 ORDER = ("close_gate", "rollback", "reopen_gate", "reaudit", "alert")
 # How bad an incident is, for deciding whether a run escalates it; a broken audit is its own news.
-INCIDENT_SEVERITY = {**SEVERITY, "invalid": 1, "error": 1}
+INCIDENT_SEVERITY = {**SEVERITY, "inconclusive": 1, "invalid": 1, "error": 1}
 LOG_CHANNEL = "log"
 
 
@@ -72,7 +77,7 @@ def planned(session: Session, run: AuditRun, policy: Policy) -> tuple[str, ...]:
     """The actions of this run, in the order they are carried out; stable across retries."""
     level = level_of(run)
     kinds = set(PLANS[level])
-    if level in ("invalid", "error") and policy.on_audit_error == "fail_closed":
+    if level in UNJUDGED and policy.on_audit_error == "fail_closed":
         kinds.add("close_gate")
     if level == "pass":
         dep = run.deployment
@@ -189,7 +194,7 @@ def incident_news(session: Session, run: AuditRun) -> tuple[str | None, Incident
         return "opened", incident
     incident.last_run_id = run.id
     worst = max(INCIDENT_SEVERITY[lvl] for lvl in incident.alerted_levels)
-    if INCIDENT_SEVERITY[level] > worst or (level in ("invalid", "error") and level not in incident.alerted_levels):
+    if INCIDENT_SEVERITY[level] > worst or (level in UNJUDGED and level not in incident.alerted_levels):
         incident.alerted_levels = [*incident.alerted_levels, level]
         if INCIDENT_SEVERITY[level] >= INCIDENT_SEVERITY[incident.level]:
             incident.level = level
@@ -222,6 +227,14 @@ def _channel_name(channel) -> str:
 
 def worst_crossing(run: AuditRun) -> tuple[str | None, float | None, float | None]:
     """The metric, value and limit behind the verdict, for the alert and the gate's reason."""
+    if run.verdict == INCONCLUSIVE:
+        for score in run.scores:
+            levels = (run.thresholds or {}).get(score.key)
+            if is_coverage(score.key) and levels and levels.get("warn") is not None:
+                judged = Levels.from_mapping(levels)
+                if judged.crossed(judged.judged(score)) != "pass":
+                    return score.key, judged.judged(score), levels["warn"]
+        return None, None, None
     if run.verdict not in SEVERITY or run.verdict == "pass":
         return None, None, None
     for score in run.scores:
@@ -236,7 +249,10 @@ def worst_crossing(run: AuditRun) -> tuple[str | None, float | None, float | Non
 def reason_for(run: AuditRun) -> str:
     """Why the run acted, in the words an operator needs: metric, value, limit, run."""
     metric, value, limit = worst_crossing(run)
-    if metric:
+    if metric and run.verdict == INCONCLUSIVE:
+        crossed = (f"inconclusive: the attacker does not cover the sample ({metric} = {value:.3f}, "
+                   f"below {limit})")
+    elif metric:
         crossed = f"{metric} = {value:.3f} crossed {run.verdict} threshold {limit}"
     elif run.verdict is None or run.verdict == "invalid":
         crossed = f"audit could not run ({(run.error or 'unknown error')[:300]})"
@@ -260,6 +276,8 @@ def alert_for(session: Session, run: AuditRun, kind: str, policy: Policy) -> Ale
         metric, value = first["metric"], first["values"][-1]
         detail = "; ".join(f"{m} rising over the last {len(t['values'])} audits (Kendall tau {t['tau']:.2f}, "
                            f"p {t['p']:.3f}), still below its thresholds" for m, t in run.trends.items())
+    elif level_of(run) == INCONCLUSIVE:
+        detail = coverage_explanation(run)
     elif level_of(run) in ("invalid", "error"):
         detail = f"audit could not run: {(run.error or 'unknown error')[:300]}"
     elif kind == "resolved":
@@ -278,3 +296,12 @@ def unsent_alerts(session: Session, audit_run_id: int | None = None) -> list[int
     if audit_run_id is not None:
         query = query.where(AlertRecord.audit_run_id == audit_run_id)
     return list(session.scalars(query.order_by(AlertRecord.id)))
+
+
+def coverage_explanation(run: AuditRun) -> str:
+    """Why an inconclusive run could not judge the pipeline, in plain words, with what to configure."""
+    from monitors.coverage import explain
+    from monitors.policy import evaluate
+
+    thresholds = {k: Levels.from_mapping(v) for k, v in (run.thresholds or {}).items() if is_coverage(k)}
+    return explain(evaluate([s for s in run.scores if is_coverage(s.key)], thresholds).uncovered)

@@ -29,7 +29,7 @@ DEFAULT_PROBES = ("bow_inversion", "candidate_inversion", "attribute_inference")
 @dataclass(frozen=True)
 class AdhocAudit:
     encoder: str
-    aux: Path
+    aux: Path | str      # a JSONL/Parquet file, `synthetic[:SIZE]` or `general[:SIZE]`, or several joined by +
     targets: Path
     noise_sigma: float = 0.0
     transform: dict | None = None   # a transform spec as in embwarden.yaml; excludes noise_sigma
@@ -59,7 +59,7 @@ def run(spec: AdhocAudit) -> dict:
     else:
         transform = GaussianNoise(spec.noise_sigma) if spec.noise_sigma > 0 else Identity()
     pipeline = Pipeline(LocalEncoder(resolve_model_dir(spec.encoder)), transform)
-    aux = corpora.read_file(spec.aux)
+    aux = attacker_corpus(spec.aux, spec.seed, spec.cache_dir)
     target_texts = corpora.read_file(spec.targets)
 
     auditor = Auditor(pipeline, aux, seed=spec.seed, cache_dir=spec.cache_dir, naive=spec.naive)
@@ -76,6 +76,7 @@ def run(spec: AdhocAudit) -> dict:
                 skipped[name] = f"targets lack {', '.join(sorted(needs))}"
                 names.remove(name)
     results = [auditor.run(name, params.get(name), {"targets": targets}) for name in names]
+    coverage = auditor.coverage(targets)
     timings.update(auditor.timings)
     for result in results:
         timings.update({f"{result.probe}.{k}": v for k, v in result.timings.items()})
@@ -86,6 +87,7 @@ def run(spec: AdhocAudit) -> dict:
         "errors": {r.probe: r.error for r in results if r.error},
         "skipped": skipped,
         "cached": {r.probe: r.cached for r in results if not r.error},
+        "coverage": judge_coverage(coverage),
         "setup": {"encoder": spec.encoder, "noise_sigma": spec.noise_sigma, "transform": repr(transform),
                   "guarantee": describe_guarantee(transform), "seed": spec.seed,
                   "attacker": "naive" if spec.naive else "noise_aware", "auxiliary_texts": len(aux),
@@ -97,3 +99,41 @@ def write(document: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def attacker_corpus(spec: Path | str, seed: int, cache_dir: Path | None) -> corpora.Corpus:
+    """`--aux`: a file, `synthetic[:SIZE]` or `general[:SIZE]`, or several of them joined by `+`."""
+    from audits import general
+    from monitors.attacker import combine
+
+    parts = []
+    for item in str(spec).split("+"):
+        kind, _, size = item.partition(":")
+        if kind in ("synthetic", "general") and not Path(item).exists():
+            try:
+                n = int(size) if size else (3000 if kind == "synthetic" else 20_000)
+            except ValueError:
+                raise ConfigError(f"--aux {item}: expected {kind}:SIZE with a whole number, found {size!r}") from None
+            if n < 20:
+                raise ConfigError(f"--aux {item}: expected a size of at least 20, found {n}")
+            parts.append(corpora.synthetic(n, seed + 1) if kind == "synthetic" else
+                         corpora.Corpus(tuple(general.sentences(n, seed + 1, cache_dir))))
+        else:
+            parts.append(corpora.read_file(Path(item)))
+    return parts[0] if len(parts) == 1 else combine(parts)
+
+
+def judge_coverage(result) -> dict:
+    """Coverage against the default levels: covered or not, the scores, and what to do when not."""
+    from monitors.coverage import DEFAULT_THRESHOLDS, explain
+    from monitors.policy import evaluate
+
+    if result.error:
+        return {"covered": False, "scores": [], "error": result.error,
+                "explanation": f"coverage could not be measured ({result.error}); the scores cannot be judged"}
+    verdict = evaluate(result.scores, DEFAULT_THRESHOLDS)
+    document = {"covered": bool(verdict.covered), "scores": [s.to_dict() for s in result.scores],
+                "levels": {m: lv.warn for m, lv in DEFAULT_THRESHOLDS.items()}}
+    if not verdict.covered:
+        document["explanation"] = explain(verdict.uncovered)
+    return document

@@ -17,7 +17,7 @@ class Alert:
     deployment: str
     version: str
     kind: str                    # one of ALERT_KINDS
-    verdict: str                 # pass, warn, gate, rollback, invalid, error
+    verdict: str                 # pass, warn, inconclusive, gate, rollback, invalid, error
     metric: str | None           # the score behind the verdict, when one crossed a threshold
     value: float | None
     threshold: float | None
@@ -32,7 +32,10 @@ class Alert:
         return f"[embwarden] {head}{self.deployment} {self.version}: {self.verdict}"
 
     def summary(self) -> str:
-        if self.metric is not None and self.value is not None:
+        if self.verdict == "inconclusive" and self.metric is not None and self.value is not None:
+            crossed = (f"inconclusive: the attacker does not cover the sample ({self.metric}={self.value:.3f}, "
+                       f"below {self.threshold})")
+        elif self.metric is not None and self.value is not None:
             crossed = f"{self.metric}={self.value:.3f} crossed {self.verdict} threshold {self.threshold}"
         else:
             crossed = f"verdict {self.verdict}"

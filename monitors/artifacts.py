@@ -44,7 +44,9 @@ def write_sample(folder: Path, sample: Sample) -> Path:
                  texts=np.array(sample.texts if sample.texts is not None else [], dtype=str),
                  has_text=np.array(sample.texts is not None), version=np.array(sample.version),
                  dims=np.array(sample.dims if sample.dims is not None else [], dtype=np.int64),
-                 created_at=np.array([np.nan if t is None else t for t in sample.created_at or ()], dtype=float))
+                 created_at=np.array([np.nan if t is None else t for t in sample.created_at or ()], dtype=float),
+                 labels=np.array(sample.labels if sample.labels is not None else [], dtype=str),
+                 has_labels=np.array(sample.labels is not None))
     return path
 
 
@@ -55,8 +57,9 @@ def read_sample(folder: Path) -> Sample:
         dims = tuple(int(d) for d in data["dims"]) if "dims" in data and len(data["dims"]) == n else None
         created = (tuple(None if np.isnan(t) else float(t) for t in data["created_at"])
                    if "created_at" in data and len(data["created_at"]) == n else None)
+        labels = tuple(str(x) for x in data["labels"]) if "has_labels" in data and bool(data["has_labels"]) else None
         return Sample(ids=tuple(str(i) for i in data["ids"]), vectors=data["vectors"], texts=texts,
-                      version=str(data["version"]), dims=dims, created_at=created)
+                      version=str(data["version"]), labels=labels, dims=dims, created_at=created)
 
 
 def write_probe_result(folder: Path, result: ProbeResult) -> Path:

@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--port", type=int, default=8000)
     au = sub.add_parser("audit", help="probe a model directory on your own texts (pre-deployment check)")
     au.add_argument("--encoder", required=True, help="Hugging Face model directory, or bundled:all-MiniLM-L6-v2")
-    au.add_argument("--aux", required=True, type=Path, help="the attacker's texts: JSONL or Parquet")
+    au.add_argument("--aux", required=True,
+                    help="the attacker's texts: a JSONL or Parquet file, synthetic[:SIZE] (templated PII messages), "
+                         "general[:SIZE] (real English from Debian's packages), or several joined by +")
     au.add_argument("--targets", required=True, type=Path, help="texts to attack: JSONL or Parquet")
     au.add_argument("--noise-sigma", type=float, default=0.0, help="Gaussian noise the pipeline adds (default 0)")
     au.add_argument("--transform", type=json.loads, default=None,
@@ -108,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             with session_scope() as session:
                 sync(session, config)
+                active = {name: dep.active_version.name for name in config.deployments
+                          if (dep := get_deployment(session, name)).active_version is not None}
             print(f"synced {len(config.deployments)} deployment(s)")
+            return _check_corpora(config, active)
         elif args.command == "activate":
             with session_scope() as session:
                 activate(session, args.deployment, args.version, actor=getpass.getuser(), reason=args.reason)
@@ -205,6 +210,21 @@ def _alerts(args) -> int:
     return 0
 
 
+def _check_corpora(config, active: dict[str, str]) -> int:
+    """Whether each deployment's attacker corpus can be built (a production slice needs its texts)."""
+    from monitors import attacker
+    from monitors.runs import build_source
+
+    failed = 0
+    for name, version in active.items():
+        try:
+            attacker.check(config, name, build_source(config, name), version)
+        except EmbwardenError as exc:
+            print(f"embwarden: {exc}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
 def _audit(args) -> int:
     from monitors import adhoc
 
@@ -216,6 +236,11 @@ def _audit(args) -> int:
     for score in document["scores"]:
         print(f"{score['probe']}.{score['metric']} = {score['value']:.3f} "
               f"[{score['ci_low']:.3f}, {score['ci_high']:.3f}] n={score['n']}")
+    coverage = document["coverage"]
+    print("coverage: " + ("covered" if coverage["covered"] else "NOT COVERED") + " (" + ", ".join(
+        f"{c['metric']} {c['value']:.3f}" for c in coverage["scores"]) + ")")
+    if not coverage["covered"]:
+        print(f"embwarden: inconclusive: {coverage['explanation']}", file=sys.stderr)
     for probe, why in document["skipped"].items():
         print(f"skipped {probe}: {why}")
     for probe, error in document["errors"].items():

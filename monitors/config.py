@@ -17,7 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from audits.errors import ConfigError
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-METRIC_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
+# `probe.metric`, or `probe.metric[segment]` for the score of one segment (a label of the sample or canaries).
+METRIC_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+(\[[A-Za-z0-9_ .:-]{1,40}\])?$")
 DEFAULT_CONFIG = "embwarden.yaml"
 
 
@@ -31,6 +32,8 @@ class ColumnsConfig(_Model):
     version: str = "version"
     text: str | None = None
     created_at: str | None = None
+    # A segment of each row (category, source, language): probes are also scored per segment.
+    label: str | None = None
 
 
 class SqlSourceConfig(_Model):
@@ -233,11 +236,66 @@ class SqlCorpusConfig(_Model):
         return self
 
 
-AuxiliaryCorpusConfig = Annotated[
-    SyntheticCorpusConfig | FileCorpusConfig | SqlCorpusConfig,
+class GeneralCorpusConfig(_Model):
+    """Real English from Debian's packages (audits.general): WordNet definitions and examples, GCIDE
+    quotations, fortunes. For an attacker who knows English but not the deployment's domain."""
+
+    kind: Literal["general"]
+    size: int = Field(default=20_000, ge=20, le=1_000_000)
+    seed: int = 1
+    sources: tuple[Literal["wordnet", "gcide", "fortunes"], ...] = ("wordnet", "gcide", "fortunes")
+
+
+class ProductionCorpusConfig(_Model):
+    """A slice of the deployment's own texts (same version), disjoint from the audited sample and
+    drawn with another seed: the in-domain attacker. Kept only inside the run's owner-only folder,
+    with everything fitted on it, and deleted at cleanup; never cached, logged or reported."""
+
+    kind: Literal["production"]
+    size: int = Field(default=3000, ge=20, le=200_000)
+    seed: int = 1
+
+
+_SingleCorpusConfig = Annotated[
+    SyntheticCorpusConfig | FileCorpusConfig | SqlCorpusConfig | GeneralCorpusConfig | ProductionCorpusConfig,
     Field(discriminator="kind"),
     _kind_by_default("synthetic"),
 ]
+
+
+class MixedCorpusConfig(_Model):
+    """Several corpora as one attacker (e.g. synthetic PII messages + general English + production)."""
+
+    kind: Literal["mixed"]
+    parts: list[_SingleCorpusConfig] = Field(min_length=1)
+
+    @property
+    def seed(self) -> int:
+        return getattr(self.parts[0], "seed", 0)
+
+
+def _mixed_from_list(value: Any) -> Any:
+    """A list of corpora is read as `{kind: mixed, parts: [...]}`."""
+    return {"kind": "mixed", "parts": value} if isinstance(value, list) else value
+
+
+AuxiliaryCorpusConfig = Annotated[
+    SyntheticCorpusConfig | FileCorpusConfig | SqlCorpusConfig | GeneralCorpusConfig | ProductionCorpusConfig
+    | MixedCorpusConfig,
+    Field(discriminator="kind"),
+    _kind_by_default("synthetic"),
+    BeforeValidator(_mixed_from_list),
+]
+
+
+def corpus_parts(ccfg) -> list:
+    """The single corpora a configured auxiliary corpus is made of."""
+    return list(ccfg.parts) if ccfg.kind == "mixed" else [ccfg]
+
+
+def uses_production(ccfg) -> bool:
+    """Whether the attacker's corpus holds production text (so nothing fitted on it may be cached)."""
+    return any(part.kind == "production" for part in corpus_parts(ccfg))
 
 
 class CanaryConfig(_Model):
@@ -344,13 +402,29 @@ class DeploymentConfig(_Model):
     alerts: list[AlertChannelConfig] | None = None
 
     def checks(self) -> list[str]:
-        """What produces scores for this deployment: its probes, and `drift` when drift is checked."""
-        return [*self.probes, *(["drift"] if self.drift is not None else [])]
+        """What produces scores for this deployment: its probes, `coverage` (every audit measures it),
+        and `drift` when drift is checked."""
+        return [*self.probes, "coverage", *(["drift"] if self.drift is not None else [])]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coverage_lower_is_worse(cls, data: Any) -> Any:
+        """Coverage is bad when low: its thresholds default to `higher_is_worse: false`."""
+        if isinstance(data, dict) and isinstance(data.get("thresholds"), dict):
+            data = {**data, "thresholds": {
+                key: {"higher_is_worse": False, **value}
+                if isinstance(key, str) and key.startswith("coverage.") and isinstance(value, dict) else value
+                for key, value in data["thresholds"].items()}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentConfig:
         if self.active_version not in self.versions:
             raise ValueError(f"active_version {self.active_version!r} is not one of versions {sorted(self.versions)}")
+        if uses_production(self.auxiliary_corpus) and self.source.columns.text is None:
+            raise ValueError("auxiliary_corpus: kind production trains the attacker on the deployment's own texts, "
+                             "but source.columns.text is not set; name the source's text column, or use kind "
+                             "general (real English), file or sql")
         from audits.errors import ConfigError as ProbeConfigError
         from audits.probes import PROBES, make_probe
 
@@ -365,7 +439,7 @@ class DeploymentConfig(_Model):
 
         for key, tcfg in self.thresholds.items():
             if not METRIC_KEY.match(key):
-                raise ValueError(f"thresholds: {key!r} is not of the form probe.metric")
+                raise ValueError(f"thresholds: {key!r} is not of the form probe.metric or probe.metric[segment]")
             problems = metric_problems(key, tcfg.levels(), self.checks())
             if problems:
                 raise ValueError("thresholds." + "; thresholds.".join(problems))
@@ -444,7 +518,7 @@ def format_errors(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         # Discriminated unions add the tag to the path; it is not a field the user wrote.
         loc = re.sub(r"\.(sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"
-                     r"|quantize|synthetic|email|webhook)(?=\.|$)", "", loc)
+                     r"|quantize|synthetic|general|production|mixed|email|webhook)(?=\.|$)", "", loc)
         found = err.get("input")
         shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
         msg = err["msg"].removeprefix("Value error, ")

@@ -403,8 +403,9 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
     from audits.pipeline import EmbeddingCache, Pipeline
     from audits.probes import PROBES
     from audits.transforms import describe_guarantee, make_transform
-    from monitors.config import CanaryConfig
-    from monitors.runs import _auditor_seed, auxiliary_corpus, build_pipeline, run_seed
+    from monitors import attacker
+    from monitors.config import CanaryConfig, uses_production
+    from monitors.runs import _auditor_seed, build_pipeline, run_seed
 
     started = time.perf_counter()
     dep_cfg = config.deployment(deployment)
@@ -439,7 +440,10 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
         notes.append(f"Thresholds not judged by the sweep (not measured here): {', '.join(unjudged)}.")
 
     encoder = build_pipeline(config, deployment, base).encoder
-    aux = auxiliary_corpus(config, deployment)
+    aux = attacker.public_corpus(config, deployment)
+    if uses_production(dep_cfg.auxiliary_corpus):
+        notes.append("The attacker's production slice exists only inside audit runs: the sweep trained on the "
+                     "configured corpus without it, a weaker attacker than the audit's.")
     seed = _auditor_seed(config, deployment)
     cache_dir = config.resolve(config.cache_dir)
     cache = EmbeddingCache(cache_dir / "embeddings")

@@ -360,6 +360,14 @@ def check_pipeline(config, deployment: str, version: str, info: TableInfo | None
         except EmbwardenError as exc:
             report.fail("vector", f"{type(exc).__name__}: {exc}")
             drawn = None
+    if info is not None and version in info.counts:
+        from monitors import attacker
+
+        try:
+            attacker.check(config, deployment, build_source(config, deployment), version)
+            report.ok("attacker", "the attacker's corpus can be built (auxiliary_corpus)")
+        except EmbwardenError as exc:
+            report.fail("attacker", str(exc))
     if pipeline is None:
         return
     model = config.deployment(deployment).versions[version].encoder.model
@@ -442,6 +450,12 @@ def deployment_block(request: Request, version: str, info: TableInfo | None) -> 
                         "the reference (0.5: it cannot)\n"
                         "      drift.norm_ks: {warn: 0.2, gate: 0.5}         # the vector norms changed (a transform "
                         "dropped?)\n" if request.created_at_column else "")
+    # The production slice: up to 3,000 texts besides the sample of 500 (fewer rows: general English).
+    spare = (info.counts.get(version, 0) if info else 3500) - 500
+    corpus = (_line(4, f"auxiliary_corpus: [{{kind: production, size: {min(3000, spare)}}}, "
+                       "{kind: synthetic, size: 3000, seed: 1}]")
+              if request.text_column and spare >= 300 else
+              _line(4, "auxiliary_corpus: [{kind: general, size: 20000}, {kind: synthetic, size: 3000, seed: 1}]"))
     return f"""\
 deployments:
   {request.deployment}:
@@ -461,11 +475,13 @@ deployments:
         # random_projection {{dimension, seed}} or quantize {{bits}}. The attacker trains through it too.
         transform: {{kind: none}}
 {others_note}{active}    sample_size: 500              # production rows drawn for each audit
-    # The attacker's own texts (never production's): the built-in synthetic generator,
-    # `{{kind: file, path: aux.jsonl}}` (JSONL or Parquet rows {{text, secrets?, label?}}) or
-    # `{{kind: sql, url: ..., query: "SELECT text ..."}}`. More text makes a stronger attacker.
-    auxiliary_corpus: {{kind: synthetic, size: 3000, seed: 1}}
-    # Synthetic messages with known secrets, embedded through the live pipeline: probes that need
+    # The attacker's texts, a list of corpora combined: `production` (a slice of this deployment's own
+    # texts, disjoint from the sample, kept only inside the run and never cached: the in-domain attacker),
+    # `general` (real English from Debian's wordnet-base, dict-gcide and fortunes packages), `synthetic`
+    # (templated PII messages: what the canaries look like), `{{kind: file, path: aux.jsonl}}` or
+    # `{{kind: sql, url: ..., query: "SELECT text ..."}}`. An attacker that does not know this kind of
+    # text makes the audit `inconclusive` (coverage), never a pass.
+{corpus}    # Synthetic messages with known secrets, embedded through the live pipeline: probes that need
     # secrets or labels the production sample lacks score on them. count: 0 turns them off.
     canaries: {{count: 200, seed: 7}}
     # What a valid sample looks like besides dimension and finite values (defaults shown):

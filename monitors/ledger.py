@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # Values of the status-like columns, in one place.
 RUN_STATUSES = ("running", "succeeded", "failed", "invalid")
 SCORE_TARGETS = ("sample", "canaries")
-VERDICTS = ("pass", "warn", "gate", "rollback", "invalid")
+VERDICTS = ("pass", "warn", "inconclusive", "gate", "rollback", "invalid")
 GATE_STATES = ("open", "closed")
 ACTION_KINDS = ("alert", "close_gate", "reopen_gate", "rollback", "reaudit", "activate")
 ACTION_STATUSES = ("pending", "done", "failed")

@@ -66,8 +66,12 @@ def _sync_thresholds(session: Session, dep: Deployment, cfg: DeploymentConfig) -
 
     Levels set later by hand (CLI, API, UI) stay in force until the file's levels change.
     """
-    for metric, tcfg in cfg.thresholds.items():
-        levels = tcfg.levels()
+    from monitors.coverage import DEFAULT_THRESHOLDS as COVERAGE_DEFAULTS
+
+    declared = {metric: tcfg.levels() for metric, tcfg in cfg.thresholds.items()}
+    # Every deployment is judged on coverage: the file's levels, else the defaults.
+    declared = {**{m: lv for m, lv in COVERAGE_DEFAULTS.items() if m not in declared}, **declared}
+    for metric, levels in declared.items():
         rows = session.scalars(sa.select(Threshold).where(
             Threshold.deployment_id == dep.id, Threshold.metric == metric).order_by(Threshold.version)).all()
         last_from_file = next((r for r in reversed(rows) if r.author == CONFIG_ACTOR), None)

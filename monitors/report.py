@@ -16,9 +16,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from audits.coverage import PROBE as COVERAGE
 from monitors import artifacts, charts
 from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Score, Validation, Version
-from monitors.policy import Levels
+from monitors.policy import Levels, is_coverage
 from monitors.registry import gate_state
 
 HISTORY = 30          # runs in a trend chart
@@ -41,6 +42,8 @@ def build(session: Session, run: AuditRun) -> dict:
             "basis": (levels.get("basis") or "value") if levels else None,
             "level": _level(levels, s) if levels else "no threshold",
         })
+        if is_coverage(s.key) and levels:
+            scores[-1]["level"] = "covered" if scores[-1]["level"] == "pass" else "not covered"
     run_actions = session.scalars(sa.select(Action).where(Action.audit_run_id == run.id).order_by(Action.id))
     gate_events = session.scalars(sa.select(GateEvent).where(GateEvent.audit_run_id == run.id))
     alerts = session.scalars(sa.select(AlertRecord).where(AlertRecord.audit_run_id == run.id).order_by(AlertRecord.id))
@@ -66,12 +69,38 @@ def build(session: Session, run: AuditRun) -> dict:
         "active_version": dep.active_version.name if dep.active_version else None,
         "scores": scores,
         "thresholds": thresholds,
-        "trends": _history(session, run, [s["metric"] for s in scores]),
+        "trends": _history(session, run, [s["metric"] for s in scores if "[" not in s["metric"]]),
+        "segments": _segments(scores),
         "rising": _rising(run.trends),
         "validations": [_validation(v) for v in validations],
         "drift": {"metrics": [s["metric"] for s in scores if s["probe"] == DRIFT_PROBE], "report": None},
         "privacy": _privacy(run.version, scores),
+        "coverage": _coverage(run, scores),
     }
+
+
+def _segments(scores: list[dict]) -> list[dict]:
+    """Scores of each labelled segment (`token_f1[medical]`), grouped by metric, worst segment first."""
+    from monitors.policy import split_segment
+
+    grouped: dict[str, list[dict]] = {}
+    for s in scores:
+        metric, segment = split_segment(s["metric"])
+        if segment is not None:
+            grouped.setdefault(metric, []).append({"segment": segment, "value": s["value"], "ci_low": s["ci_low"],
+                                                   "ci_high": s["ci_high"], "n": s["n"], "level": s["level"]})
+    return [{"metric": m, "rows": sorted(rows, key=lambda r: -r["value"])} for m, rows in grouped.items()]
+
+
+def _coverage(run: AuditRun, scores: list[dict]) -> dict | None:
+    """Whether the attacker's corpus covers the sample, and in plain words what to do when not."""
+    from monitors.actions import coverage_explanation
+
+    judged = [s for s in scores if s["probe"] == COVERAGE and s["thresholds"]]
+    if not judged:
+        return None
+    covered = all(s["level"] == "covered" for s in judged)
+    return {"covered": covered, "explanation": None if covered else coverage_explanation(run)}
 
 
 def _privacy(version, scores: list[dict]) -> dict:

@@ -20,15 +20,16 @@ import sqlalchemy as sa
 from audits import corpora
 from audits.audit import Auditor, ProbeResult, embed_corpus
 from audits.corpora import Corpus
+from audits.coverage import PROBE as COVERAGE
 from audits.encoders import build_encoder
 from audits.errors import ConfigError, EmbwardenError, EncoderUnavailable, InvalidSample, ProbeError, SourceError
 from audits.pipeline import Pipeline
 from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import make_transform
-from monitors import actions, artifacts, report
+from monitors import actions, artifacts, attacker, report
 from monitors.alerts import Alert
 from monitors.assets import AUDIT_DAG, DRIFT_DAG, REAUDIT_ASSET
-from monitors.config import EmbwardenConfig, load_config
+from monitors.config import EmbwardenConfig, load_config, uses_production
 from monitors.database import LedgerUnavailable, connection_url, migrate, session_scope
 from monitors.ledger import Action, AlertRecord, AuditRun, Deployment, Score, Validation, Version, utcnow
 from monitors.registry import effective_thresholds, sync, sync_deployment
@@ -211,9 +212,16 @@ def sample(deployment: str, dag_id: str, run_id: str, window_end: float | None =
     with _failing_run(ref.audit_run_id, "sample"):
         started = time.perf_counter()
         pipeline = build_pipeline(config, deployment, version)
-        drawn = build_source(config, deployment).draw(version, size, run_seed(dag_id, run_id, deployment),
-                                                      pipeline.dimension, since=since)
+        source = build_source(config, deployment)
+        if window_end is None:   # an attacker's corpus that cannot be built fails the run before any drawing
+            attacker.check(config, deployment, source, version)
+        drawn = source.draw(version, size, run_seed(dag_id, run_id, deployment), pipeline.dimension, since=since)
         artifacts.write_sample(Path(ref.artifact_dir), drawn)
+        if window_end is None and uses_production(dep_cfg.auxiliary_corpus):
+            drew = attacker.draw_production(config, deployment, source, version, drawn,
+                                            run_seed(dag_id, run_id, deployment, "attacker"), Path(ref.artifact_dir))
+            log.info("audit run %d: %d production texts drawn for the attacker (disjoint from the sample)",
+                     ref.audit_run_id, drew)
         with session_scope() as session:
             session.get(AuditRun, ref.audit_run_id).sample_size = len(drawn)
         log.info("audit run %d: sampled %d vectors of %s/%s in %.1f s", ref.audit_run_id, len(drawn),
@@ -263,14 +271,9 @@ def validated(audit_run_id: int) -> bool:
                                                                        Validation.kind == "sample")))
 
 
-def auxiliary_corpus(config: EmbwardenConfig, deployment: str) -> Corpus:
-    """The attacker's corpus as configured: the synthetic generator, a file, or a SQL query."""
-    ccfg = config.deployment(deployment).auxiliary_corpus
-    if ccfg.kind == "synthetic":
-        return corpora.synthetic(ccfg.size, ccfg.seed)
-    if ccfg.kind == "file":
-        return corpora.read_file(config.resolve(ccfg.path))
-    return corpora.read_sql(_sql_url(config, ccfg, f"deployments.{deployment}.auxiliary_corpus"), ccfg.query)
+def auxiliary_corpus(config: EmbwardenConfig, deployment: str, folder: Path | None = None) -> Corpus:
+    """The attacker's corpus as configured (see monitors.attacker); `folder` is the run's."""
+    return attacker.corpus(config, deployment, folder)
 
 
 def _auditor_seed(config: EmbwardenConfig, deployment: str) -> int:
@@ -305,7 +308,7 @@ def probe_jobs(deployments: list[str], dag_id: str, run_id: str) -> list[dict]:
         if not validated(ref.audit_run_id):
             log.warning("%s: the sample did not pass validation; its probes are skipped", deployment)
             continue
-        jobs += [{"ref": ref.to_xcom(), "probe": name} for name in config.deployment(deployment).probes]
+        jobs += [{"ref": ref.to_xcom(), "probe": name} for name in [*config.deployment(deployment).probes, COVERAGE]]
     return jobs
 
 
@@ -320,12 +323,17 @@ def probe(ref_data: dict, name: str) -> dict:
     dep_cfg = config.deployment(ref.deployment)
     with session_scope() as session:
         version = session.get(AuditRun, ref.audit_run_id).version.name
+    folder = Path(ref.artifact_dir)
     try:
         pipeline = build_pipeline(config, ref.deployment, version)
         seed = _auditor_seed(config, ref.deployment)
-        auditor = Auditor(pipeline, auxiliary_corpus(config, ref.deployment), seed=seed,
-                          cache_dir=config.resolve(config.cache_dir))
-        targets = {"sample": artifacts.read_sample(Path(ref.artifact_dir))}
+        auditor = Auditor(pipeline, auxiliary_corpus(config, ref.deployment, folder), seed=seed,
+                          cache_dir=attacker.cache_dir(config, ref.deployment, folder))
+        targets = {"sample": artifacts.read_sample(folder)}
+        if name == COVERAGE:
+            result = auditor.coverage(targets["sample"])
+            artifacts.write_probe_result(folder, result)
+            return {"deployment": ref.deployment, "probe": name, "target": result.target, "scores": len(result.scores)}
         if dep_cfg.canaries.count:
             rng = np.random.default_rng(run_seed(ref.dag_id, ref.run_id, ref.deployment, "canaries"))
             canaries = corpora.canaries(dep_cfg.canaries.count, dep_cfg.canaries.seed)
@@ -346,7 +354,7 @@ def record(deployment: str, dag_id: str, run_id: str) -> dict:
     """Write every probe's scores to the ledger (overwriting this run's earlier attempt) and note
     the probes that failed on the run. Runs whatever became of the probe tasks."""
     ref = _live_ref(deployment, dag_id, run_id, "record")
-    expected = ["drift"] if dag_id == DRIFT_DAG else list(load_config().deployment(deployment).probes)
+    expected = ["drift"] if dag_id == DRIFT_DAG else [*load_config().deployment(deployment).probes, COVERAGE]
     results = artifacts.read_probe_results(Path(ref.artifact_dir))
     errors = [f"{name}: {results[name].error}" if name in results else f"{name}: no result (task failed, see its log)"
               for name in expected if name not in results or results[name].error]
@@ -402,6 +410,9 @@ def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
         rising = trends_of(session, run, thresholds, {f.metric: f.level for f in result.findings})
         run.trends = {t.metric: t.to_json() for t in rising} or None
         run.verdict = "warn" if rising and result.verdict == "pass" else result.verdict
+        if result.covered is False:
+            log.warning("audit run %d: the attacker does not cover the sample (%s)", run.id,
+                        ", ".join(f"{f.metric} {f.value:.3f}" for f in result.uncovered))
         run.status = "succeeded"  # `error` keeps the failed probes, if any
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.
@@ -581,6 +592,7 @@ def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     folder = _folder(config, deployment, dag_id, run_id)
     keep_reference(config, deployment, dag_id, run_id, folder)
     deleted = artifacts.delete_sample(folder)
+    attacker.delete(folder)   # the production slice and every model fitted on it
     pruned = artifacts.prune(config.resolve(config.artifacts.root), config.artifacts.retention_days)
     log.info("cleanup of %s: sample deleted=%s, %d old run folders pruned", folder.name, deleted, pruned)
     return pruned

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from monitors.ledger import AuditRun, Score
-from monitors.policy import Levels
+from monitors.policy import Levels, is_coverage
 
 MIN_RUNS = 5
 WINDOW = 8
@@ -63,8 +63,8 @@ def trends_of(session: Session, run: AuditRun, thresholds: dict[str, Levels], le
     found = []
     for score in run.scores:
         levels_of = thresholds.get(score.key)
-        if levels_of is None or levels.get(score.key, "pass") != "pass":
-            continue
+        if levels_of is None or levels.get(score.key, "pass") != "pass" or is_coverage(score.key):
+            continue   # coverage judges the attacker, not the pipeline: its drift is no leakage trend
         values = [v for _, v in sorted(history.get(score.key, []))] + [score.value]
         hit = rising(values, levels_of.higher_is_worse)
         if hit:

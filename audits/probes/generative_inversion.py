@@ -159,16 +159,22 @@ class GenerativeInversion:
     def __init__(self, seed: int = 0, decoder_init: str = BUNDLED_MODEL, layers: int = 3, prefix_tokens: int = 4,
                  max_tokens: int = 48, epochs: int = 15, train_seconds: float = 570.0, learning_rate: float = 1e-3,
                  batch_size: int = 32, dropout: float = 0.0, beam_size: int = 4, rerank: bool = True,
-                 max_targets: int = 200, bootstrap_resamples: int = 1000) -> None:
+                 max_targets: int = 200, bootstrap_resamples: int = 1000, correction_steps: int = 1,
+                 correction_alpha: float = 1.0) -> None:
         for key, value, low in (("layers", layers, 1), ("prefix_tokens", prefix_tokens, 1),
                                 ("max_tokens", max_tokens, 2), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
                                 ("beam_size", beam_size, 1), ("max_targets", max_targets, 1),
-                                ("bootstrap_resamples", bootstrap_resamples, 10)):
+                                ("bootstrap_resamples", bootstrap_resamples, 10),
+                                ("correction_steps", correction_steps, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"generative_inversion.{key} must be an integer >= {low}, got {value!r}")
         for key, value in (("train_seconds", train_seconds), ("learning_rate", learning_rate)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"generative_inversion.{key} must be a number > 0, got {value!r}")
+        if not (isinstance(correction_alpha, int | float) and math.isfinite(correction_alpha)
+                and 0 < correction_alpha <= 4):
+            raise ValueError("generative_inversion.correction_alpha must be a number in (0, 4], "
+                             f"got {correction_alpha!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"generative_inversion.dropout must be in [0, 1), got {dropout!r}")
         if decoder_init != BUNDLED_MODEL and not (Path(decoder_init).expanduser() / "config.json").is_file():
@@ -188,6 +194,9 @@ class GenerativeInversion:
         self.rerank = bool(rerank)
         self.max_targets = max_targets
         self.bootstrap_resamples = bootstrap_resamples
+        # vec2text-style correction through the oracle (only where the pipeline is callable)
+        self.correction_steps = correction_steps
+        self.correction_alpha = float(correction_alpha)
 
     # -- fit -------------------------------------------------------------------------------
     def fit(self, aux: Auxiliary) -> GenerativeInversion:
@@ -387,6 +396,36 @@ class GenerativeInversion:
             texts.append(self.tokenizer_.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
         return texts
 
+    def invert(self, targets: np.ndarray, correction_steps: int | None = None) -> list[str]:
+        """One text per target vector: the beam candidate whose re-embedding is closest to it, then
+        `correction_steps` rounds of vec2text-style correction (Morris et al. 2023) where the
+        pipeline is callable: the current hypothesis h is re-embedded, the decoder is conditioned on
+        target + alpha * (target - embed(h)) (the vector pushed past the hypothesis' error), and of
+        the new beam candidates and h the one whose re-embedding is closest to the target is kept.
+        Oracle queries: beam_size per target for the reranking and per correction step."""
+        targets = np.asarray(targets, np.float32)
+        # getattr: a probe pickled (model cache) before correction existed has no such attribute
+        steps = getattr(self, "correction_steps", 0) if correction_steps is None else correction_steps
+        beams = self.generate(targets)
+        if self.embed_ is None or not (self.rerank and self.beam_size > 1 or steps):
+            return [cands[0] for cands in beams]
+        k = self.beam_size
+        sims = _cosine(self.embed_([c for cands in beams for c in cands]), np.repeat(targets, k, 0)).reshape(-1, k)
+        best = sims.argmax(1) if self.rerank else np.zeros(len(targets), dtype=int)
+        outputs = [cands[j] for cands, j in zip(beams, best, strict=True)]
+        best_sim = sims[np.arange(len(targets)), best]
+        for _ in range(steps):
+            # The hypothesis' embedding, fresh: with a noisy pipeline, its error is measured anew.
+            current = np.asarray(self.embed_(outputs), np.float32)
+            shifted = targets + self.correction_alpha * (targets - current)
+            beams = self.generate(shifted)
+            sims = _cosine(self.embed_([c for cands in beams for c in cands]), np.repeat(targets, k, 0)).reshape(-1, k)
+            j = sims.argmax(1)
+            better = sims[np.arange(len(targets)), j] > best_sim
+            outputs = [cands[jj] if b else out for cands, jj, b, out in zip(beams, j, better, outputs, strict=True)]
+            best_sim = np.where(better, sims[np.arange(len(targets)), j], best_sim)
+        return outputs
+
     # -- score -----------------------------------------------------------------------------
     def score(self, sample: Sample) -> list[Score]:
         if not hasattr(self, "model_"):
@@ -403,13 +442,7 @@ class GenerativeInversion:
         targets = np.asarray(sample.vectors[rows], dtype=np.float32)
         truths = [sample.texts[i] for i in rows]
         started = time.perf_counter()
-        beams = self.generate(targets)
-        if self.embed_ is not None and self.rerank and self.beam_size > 1:
-            flat = [c for cands in beams for c in cands]
-            sims = _cosine(self.embed_(flat), np.repeat(targets, self.beam_size, 0)).reshape(len(rows), -1)
-            outputs = [cands[j] for cands, j in zip(beams, sims.argmax(1), strict=True)]
-        else:
-            outputs = [cands[0] for cands in beams]
+        outputs = self.invert(targets)
         log.info("generative_inversion: %d targets decoded in %.0f s", len(rows), time.perf_counter() - started)
         n = len(rows)
         scores = [Score(self.name, "bleu", *_bleu_with_ci(outputs, truths, self.seed, self.bootstrap_resamples), n)]

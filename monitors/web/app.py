@@ -202,6 +202,8 @@ def deployment_page(request: Request, deployment: str, user: PageUser):
                 "runs": queries.runs(session, deployment, 30), "history": queries.gate_history(session, deployment)}
     series: dict[str, list] = {}
     for s in score_rows:
+        if "[" in s["metric"]:
+            continue   # a segment's score: in the run's report ("Leakage by segment"), not a trend chart each
         series.setdefault(s["metric"], []).append(
             {k: s[k] for k in ("audit_run_id", "finished_at", "value", "ci_low", "ci_high", "version")})
     charts = [{"metric": m, "points": pts, "levels": effective.get(m)} for m, pts in sorted(series.items())]

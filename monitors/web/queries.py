@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
 from monitors import thresholds as threshold_api
+from monitors.actions import coverage_explanation
 from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Score, Version
-from monitors.policy import SEVERITY, Levels
+from monitors.policy import INCONCLUSIVE, SEVERITY, Levels, is_coverage
 from monitors.registry import get_deployment
 
 
@@ -32,6 +33,9 @@ def _judge(score_row, levels: dict | None) -> dict:
     judged = lv.judged(score_row)
     out["judged"] = judged
     out["level"] = lv.crossed(judged)
+    if is_coverage(out["metric"]):   # judges the attacker, not the pipeline: never a leakage level
+        out["level"], out["closeness"] = ("covered" if out["level"] == "pass" else "not covered"), 0.0
+        return out
     ref = next((getattr(lv, k) for k in ("gate", "warn", "rollback") if getattr(lv, k) is not None), None)
     if ref is None or ref == 0:
         out["closeness"] = 0.0
@@ -186,4 +190,5 @@ def run_detail(session: Session, run_id: int) -> dict | None:
     return {"id": run.id, "deployment": row.deployment, "version": row.version, "dag_id": run.dag_id,
             "run_id": run.run_id, "status": run.status, "verdict": run.verdict, "sample_size": run.sample_size,
             "error": run.error, "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
-            "report_path": run.report_path, "scores": findings, "trends": run.trends or {}}
+            "report_path": run.report_path, "scores": findings, "trends": run.trends or {},
+            "coverage_explanation": coverage_explanation(run) if run.verdict == INCONCLUSIVE else None}

@@ -68,3 +68,22 @@ def test_a_corrupt_cache_entry_is_refitted(encoder, targets, tmp_path):
     entry.write_bytes(b"truncated")
     again = Auditor(Pipeline(encoder, Identity()), AUX, cache_dir=tmp_path).run("bow_inversion", BOW, targets)
     assert again.cached is False and again.error is None
+
+
+def test_labelled_targets_are_also_scored_per_segment(encoder, tmp_path):
+    """Canaries carry their category: bow_inversion says which kind of text leaks most."""
+    pipeline = Pipeline(encoder, Identity())
+    labelled = {"canaries": embed_corpus(pipeline, corpora.synthetic(120, seed=2), np.random.default_rng(0), "v", "c")}
+    result = Auditor(pipeline, AUX, cache_dir=tmp_path).run("bow_inversion", BOW, labelled)
+    by_key = {s.metric: s for s in result.scores}
+    counts = {c: labelled["canaries"].labels.count(c) for c in set(labelled["canaries"].labels)}
+    segments = {c for c, n in counts.items() if n >= 20}
+    assert segments and {f"token_f1[{c}]" for c in segments} <= set(by_key)
+    for c in segments:
+        assert by_key[f"token_f1[{c}]"].n == counts[c]
+    assert not {m for m in by_key if "[" in m} - {f"{m}[{c}]" for m in ("token_precision", "token_recall",
+                                                                          "token_f1", "secret_recovery")
+                                                   for c in segments}
+    # the whole sample's score is the mean of its segments' scores, weighted by their size
+    assert by_key["token_f1"].value == pytest.approx(
+        sum(by_key[f"token_f1[{c}]"].value * counts[c] for c in counts) / sum(counts.values()), abs=1e-9)

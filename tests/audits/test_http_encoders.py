@@ -265,7 +265,9 @@ def test_an_audit_through_the_api_scores_what_the_local_model_scores(encoder, tm
     assert result.error is None and result.scores
     assert [(s.metric, round(s.value, 4)) for s in result.scores] == \
         [(s.metric, round(s.value, 4)) for s in expected.scores]
-    assert server.batches() == [20, 64, 64, 22]  # targets, then the auxiliary corpus
+    batches = server.batches()
+    assert batches[:4] == [20, 64, 64, 22]  # targets, then the auxiliary corpus
+    assert batches[4:] and all(b <= 64 for b in batches[4:])  # then bow's candidate words, once each
 
 
 def test_an_api_failing_mid_audit_gives_an_error_not_partial_scores(encoder, tmp_path):

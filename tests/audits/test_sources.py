@@ -120,3 +120,42 @@ def test_parquet_source(tmp_path):
     np.testing.assert_allclose(drawn.vectors[0], vecs[int(drawn.ids[0][1:])], rtol=1e-6)
     with pytest.raises(SourceError, match="does not exist"):
         ParquetSource(tmp_path / "missing.parquet", Columns()).draw("v1", 1, 0, DIM)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "parquet"])
+def test_texts_for_the_attacker_are_drawn_beside_the_sample_never_from_it(kind, sqlite_url, tmp_path):
+    rows = two_versions(as_bytes=True)
+    rows[0]["body"] = None                      # rows without text are never drawn
+    if kind == "sqlite":
+        production_table(sqlite_url, rows)
+        source = SqlTableSource(sqlite_url, "prod_vectors", COLUMNS)
+    else:
+        path = tmp_path / "prod.parquet"
+        pq.write_table(pa.Table.from_pylist([{**r, "embedding": np.frombuffer(r["embedding"], "<f4").tolist()}
+                                             for r in rows]), path)
+        source = ParquetSource(path, COLUMNS)
+    assert source.count_texts("v1") == 29 and source.count_texts("v2") == 20
+    sample = source.draw("v1", size=10, seed=1, dimension=DIM)
+    texts = source.draw_texts("v1", 15, seed=2, exclude=sample.ids)
+    assert len(texts) == 15 and not set(texts) & set(sample.texts) and "text 0" not in texts
+    assert texts == source.draw_texts("v1", 15, seed=2, exclude=sample.ids)        # reproducible for a seed
+    left = 29 - len(set(sample.ids) - {"1"})                                        # row 1 has no text
+    assert len(source.draw_texts("v1", 100, seed=2, exclude=sample.ids)) == left    # all that is left
+
+
+def test_a_label_column_comes_with_the_sample(sqlite_url):
+    rows = [{**row, "segment": "a" if i % 2 else "b"} for i, row in enumerate(two_versions(as_bytes=True))]
+    engine = sa.create_engine(sqlite_url)
+    meta = sa.MetaData()
+    t = sa.Table("prod_vectors", meta, sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("embedding", sa.LargeBinary), sa.Column("body", sa.Text), sa.Column("version", sa.Text),
+                 sa.Column("created_at", sa.DateTime(timezone=True)), sa.Column("segment", sa.Text))
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(t.insert(), rows)
+    engine.dispose()
+    columns = Columns(**{**COLUMNS.__dict__, "label": "segment"})
+    drawn = SqlTableSource(sqlite_url, "prod_vectors", columns).draw("v1", size=12, seed=1, dimension=DIM)
+    by_id = {str(r["id"]): r["segment"] for r in rows}
+    assert drawn.labels == tuple(by_id[i] for i in drawn.ids)
+    assert SqlTableSource(sqlite_url, "prod_vectors", COLUMNS).draw("v1", 5, 1, DIM).labels is None

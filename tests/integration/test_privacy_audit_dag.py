@@ -64,10 +64,12 @@ def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, 
             "JOIN versions v ON v.id = r.version_id ORDER BY r.id")).all()
         assert [(r[1], r[2], r[3]) for r in audit_runs] == [("v1", "succeeded", "pass"),
                                                            ("v2", "succeeded", "rollback")]
-        # Two probes, each its own mapped task: bag-of-words on the sample, candidates on canaries.
+        # Two probes, each its own mapped task: bag-of-words on the sample, candidates on canaries; and
+        # the coverage check of the sample by the attacker's corpus.
         assert conn.execute(sa.text("SELECT probe, target, count(*) FROM scores GROUP BY probe, target "
                                     "ORDER BY probe")).all() == [("bow_inversion", "sample", 6),
-                                                                 ("candidate_inversion", "canaries", 6)]
+                                                                 ("candidate_inversion", "canaries", 6),
+                                                                 ("coverage", "sample", 4)]
         assert conn.execute(sa.text(
             "SELECT v.name FROM deployments d JOIN versions v ON v.id = d.active_version_id")).scalar() == "v1"
         assert conn.execute(sa.text("SELECT state FROM gate_events ORDER BY id DESC LIMIT 1")).scalar() == "closed"

@@ -74,3 +74,30 @@ def test_a_dp_transform_is_audited_and_states_its_guarantee(tmp_path):
     assert f1["dp"] < f1["clean"]          # sigma 0.049 per coordinate costs the attacker words
     assert main(["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", "a", "--targets", "b", "--json", "c",
                  "--transform", '{"kind": "clip_gaussian", "epsilon": 1}', "--noise-sigma", "0.1"]) == 2
+
+
+def test_coverage_says_whether_the_attacker_knows_the_targets_kind_of_text(tmp_path, capsys):
+    """Real quotations as targets: the synthetic templates do not cover them, quotations of the same kind do."""
+    import random
+
+    from audits import general
+
+    quotes = general._read(["gcide"])
+    random.Random(4).shuffle(quotes)
+    targets, same_kind = quotes[:120], quotes[120:720]
+    (tmp_path / "targets.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in targets))
+    (tmp_path / "quotes.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in same_kind))
+    documents = {}
+    for name, aux in (("synthetic", "synthetic:600"), ("in_domain", str(tmp_path / "quotes.jsonl"))):
+        out = tmp_path / f"{name}.json"
+        main(["audit", "--encoder", "bundled:all-MiniLM-L6-v2", "--aux", aux, "--targets",
+              str(tmp_path / "targets.jsonl"), "--probes", "bow_inversion", "--params", json.dumps(PARAMS),
+              "--cache", str(tmp_path / "cache"), "--json", str(out)])
+        documents[name] = json.loads(out.read_text())
+    synthetic, in_domain = documents["synthetic"]["coverage"], documents["in_domain"]["coverage"]
+    assert synthetic["covered"] is False and in_domain["covered"] is True
+    assert "did not know this kind of text" in synthetic["explanation"] and "explanation" not in in_domain
+    by_metric = {d: {s["metric"]: s["value"] for s in documents[d]["coverage"]["scores"]} for d in documents}
+    assert by_metric["synthetic"]["embedding"] < 0.1 < 0.5 < by_metric["in_domain"]["embedding"]
+    err = capsys.readouterr().err
+    assert "inconclusive: The attacker did not know this kind of text" in err

@@ -56,3 +56,32 @@ def test_invalid_levels_say_which_field():
     assert metric_problems("candidate_inversion.top1", Levels(gate=0.5), probes) == [
         "candidate_inversion.top1: 'candidate_inversion' does not run on this deployment"]
     assert metric_problems("candidate_inversion.exposure_bits", Levels(gate=40), ["candidate_inversion"]) == []
+
+
+def test_an_attacker_that_does_not_cover_the_sample_makes_the_run_inconclusive_never_a_pass():
+    from monitors.coverage import DEFAULT_THRESHOLDS
+
+    thresholds = {"p.a": Levels(warn=0.4, gate=0.5), **DEFAULT_THRESHOLDS}
+    low = [S("coverage.embedding", 0.02), S("coverage.vocabulary", 0.9)]
+    high = [S("coverage.embedding", 0.8), S("coverage.vocabulary", 0.9)]
+    assert evaluate([S("p.a", 0.01), *low], thresholds).verdict == "inconclusive"
+    assert evaluate([S("p.a", 0.45), *low], thresholds).verdict == "inconclusive"   # a warn that may be worse
+    assert evaluate([S("p.a", 0.6), *low], thresholds).verdict == "gate"            # a weak attacker's leak is real
+    covered = evaluate([S("p.a", 0.01), *high], thresholds)
+    assert (covered.verdict, covered.covered) == ("pass", True)
+    uncovered = evaluate([S("p.a", 0.01), *low], thresholds)
+    assert [f.metric for f in uncovered.uncovered] == ["coverage.embedding"] and uncovered.worst is None
+    assert evaluate([S("p.a", 0.01), *low], {"p.a": Levels(warn=0.4)}).covered is None   # no coverage levels
+
+
+def test_coverage_and_segment_thresholds_are_checked_like_any_other():
+    from monitors.policy import metric_problems, split_segment
+
+    checks = ["bow_inversion", "coverage"]
+    assert metric_problems("coverage.embedding", Levels(warn=0.3, higher_is_worse=False), checks) == []
+    assert "set higher_is_worse: false" in metric_problems("coverage.embedding", Levels(warn=0.3), checks)[0]
+    assert "one level, warn" in metric_problems("coverage.vocabulary",
+                                                Levels(gate=0.3, higher_is_worse=False), checks)[0]
+    assert metric_problems("bow_inversion.token_f1[medical]", Levels(gate=0.5), checks) == []
+    assert "outside the metric's range" in metric_problems("bow_inversion.token_f1[hr]", Levels(gate=5), checks)[0]
+    assert split_segment("bow_inversion.token_f1[medical]") == ("bow_inversion.token_f1", "medical")

@@ -71,7 +71,8 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
     with session_scope() as session:
         run = session.get(AuditRun, first["audit_run_id"])
         assert (run.version.name, run.status, run.verdict, run.sample_size) == ("v1", "succeeded", "pass", 120)
-        assert {s.metric for s in run.scores} == {"token_precision", "token_recall", "token_f1"}
+        assert {s.key for s in run.scores} == {"bow_inversion.token_precision", "bow_inversion.token_recall",
+                                               "bow_inversion.token_f1", "coverage.embedding", "coverage.vocabulary"}
         activate(session, "support-search", "v2", actor="test", reason="deploy v2")
 
     second = audit("run-2")
@@ -122,7 +123,7 @@ def test_a_retried_task_does_not_duplicate_rows_or_side_effects(setup, caplog):
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(AuditRun)) == 2
         assert session.scalar(sa.select(sa.func.count()).select_from(Score)
-                              .where(Score.audit_run_id == ref["audit_run_id"])) == 3
+                              .where(Score.audit_run_id == ref["audit_run_id"])) == 5   # bow 3, coverage 2
         assert session.scalar(sa.select(sa.func.count()).select_from(GateEvent)
                               .where(GateEvent.audit_run_id == ref["audit_run_id"])) == 1
     assert sum("crossed rollback threshold" in r.getMessage() for r in caplog.records) == 1
@@ -208,15 +209,21 @@ def test_probes_run_apart_score_canaries_when_the_sample_lacks_secrets_and_one_f
     ref = runs.sample(DEP, DAG, "run-1")
     runs.validate(DEP, DAG, "run-1")
     jobs = runs.probe_jobs([DEP], DAG, "run-1")
-    assert [j["probe"] for j in jobs] == ["bow_inversion", "candidate_inversion", "attribute_inference"]
-    with pytest.raises(AirflowFailException, match="attribute_inference: ProbeError: .*has one value"):
-        probe_all("run-1")                                  # the last job fails; the others wrote their scores
+    assert [j["probe"] for j in jobs] == ["bow_inversion", "candidate_inversion", "attribute_inference",
+                                            "coverage"]
+    failures = []
+    for job in jobs:                                        # each its own task: one failing stops no other
+        try:
+            runs.probe(job["ref"], job["probe"])
+        except AirflowFailException as exc:
+            failures.append(str(exc))
+    assert len(failures) == 1 and re.search("attribute_inference: ProbeError: .*has one value", failures[0])
     for step in (runs.record, runs.evaluate, runs.act, runs.write_report):
         step(DEP, DAG, "run-1")
     with session_scope() as session:
         run = session.get(AuditRun, ref["audit_run_id"])
         targets = {(s.probe, s.target) for s in run.scores}
-        assert targets == {("bow_inversion", "sample"), ("candidate_inversion", "canaries")}
+        assert targets == {("bow_inversion", "sample"), ("candidate_inversion", "canaries"), ("coverage", "sample")}
         assert {s.metric for s in run.scores if s.probe == "candidate_inversion"} == {"top1", "top5", "exposure_bits"}
         assert run.status == "succeeded" and run.verdict == "pass"
         assert run.error.startswith("attribute_inference: ProbeError")

@@ -57,7 +57,7 @@ def test_invalid_thresholds_are_refused_naming_the_field(config, capsys, args, m
     assert cli(["thresholds", "set", DEP, *args, "--reason", "try"]) == 2
     assert message in capsys.readouterr().err
     with session_scope() as session:
-        assert len(history(session, DEP)) == 1          # nothing stored
+        assert len(history(session, DEP, "bow_inversion.token_f1")) == 1   # nothing stored
 
 
 def test_a_non_number_is_refused_by_the_parser(config, capsys):
