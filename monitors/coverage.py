@@ -26,6 +26,9 @@ ADVICE = ("Give the attacker text like the deployment's: `auxiliary_corpus: {kin
 
 def explain(findings) -> str:
     """One paragraph, in plain words, on why a run with these coverage findings is inconclusive."""
+    if not findings:
+        return ("Coverage could not be measured (the coverage task failed: see the run's errors), so it is unknown "
+                "whether the attacker knew this kind of text, and the audit cannot pass it. " + ADVICE)
     parts = []
     for f in findings:
         if f.metric == "coverage.embedding":

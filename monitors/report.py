@@ -97,8 +97,8 @@ def _coverage(run: AuditRun, scores: list[dict]) -> dict | None:
     from monitors.actions import coverage_explanation
 
     judged = [s for s in scores if s["probe"] == COVERAGE and s["thresholds"]]
-    if not judged:
-        return None
+    if not judged:   # not measured: says so when that made the run inconclusive
+        return {"covered": False, "explanation": coverage_explanation(run)} if run.verdict == "inconclusive" else None
     covered = all(s["level"] == "covered" for s in judged)
     return {"covered": covered, "explanation": None if covered else coverage_explanation(run)}
 

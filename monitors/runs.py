@@ -399,6 +399,7 @@ def _live_ref(deployment: str, dag_id: str, run_id: str, step: str) -> RunRef:
 
 def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
     """Set the run's scores against the effective thresholds and store the verdict."""
+    from monitors.policy import INCONCLUSIVE
     from monitors.policy import evaluate as verdict_of
 
     ref = _live_ref(deployment, dag_id, run_id, "evaluate")
@@ -413,6 +414,10 @@ def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
         if result.covered is False:
             log.warning("audit run %d: the attacker does not cover the sample (%s)", run.id,
                         ", ".join(f"{f.metric} {f.value:.3f}" for f in result.uncovered))
+        elif result.covered is None and dag_id != DRIFT_DAG and run.verdict in ("pass", "warn"):
+            # The coverage task failed: whether the attacker knew this text is unknown, so no pass.
+            run.verdict = INCONCLUSIVE
+            log.warning("audit run %d: coverage was not measured; the verdict is inconclusive", run.id)
         run.status = "succeeded"  # `error` keeps the failed probes, if any
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.

@@ -178,3 +178,34 @@ def test_a_general_corpus_without_its_package_says_what_to_install(deployment, m
         runs.sample(DEP, DAG, "run-1")
     config = load_config()
     assert config.deployment(DEP).auxiliary_corpus.kind == "mixed"
+
+
+def test_an_audit_whose_coverage_was_not_measured_does_not_pass(deployment, monkeypatch):
+    path = deployment({"kind": "production", "size": SLICE, "seed": 1})
+    data = yaml.safe_load(path.read_text())
+    data["deployments"][DEP]["thresholds"] = {"bow_inversion.token_f1": {"gate": 0.95}}   # would pass
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    real_probe = runs.probe
+
+    def coverage_fails(ref, name):
+        if name == "coverage":
+            raise RuntimeError("the coverage task's worker died")
+        return real_probe(ref, name)
+
+    monkeypatch.setattr(runs, "probe", coverage_fails)
+    runs.list_deployments()
+    ref = runs.sample(DEP, DAG, "run-1")
+    runs.validate(DEP, DAG, "run-1")
+    for job in runs.probe_jobs([DEP], DAG, "run-1"):
+        try:
+            runs.probe(job["ref"], job["probe"])
+        except RuntimeError:
+            pass
+    for step in (runs.record, runs.evaluate, runs.act, runs.write_report, runs.cleanup):
+        step(DEP, DAG, "run-1")
+    with session_scope() as session:
+        run = session.get(AuditRun, ref["audit_run_id"])
+        assert run.verdict == "inconclusive" and "coverage: no result" in run.error
+        alert = session.scalar(sa.select(AlertRecord).where(AlertRecord.audit_run_id == run.id))
+        assert "Coverage could not be measured" in alert.payload["detail"]
+    assert "Coverage could not be measured" in (Path(ref["artifact_dir"]) / "report.html").read_text()
