@@ -13,7 +13,7 @@ def test_the_example_configuration_loads():
     dep = config.deployment("support-search")
     assert dep.active_version == "v1"
     assert dep.versions["v1"].transform.kind == "gaussian_noise"
-    assert dep.thresholds["bow_inversion.token_f1"].rollback == 0.55
+    assert dep.thresholds["bow_inversion.token_f1"].rollback == 0.6
     assert config.resolve_url(dep.source.url) == f"sqlite:///{REPO / '.embwarden/demo/production.db'}"
 
 
@@ -29,7 +29,7 @@ def write(tmp_path, mutate):
     (lambda d: d["versions"]["v1"]["transform"].update(sigma="lots"),
      r"deployments.support-search.versions.v1.transform.sigma: Input should be a valid number.*'lots'"),
     (lambda d: d["thresholds"]["bow_inversion.token_f1"].update(gate=0.9),
-     r"thresholds.bow_inversion.token_f1: levels out of order: expected gate <= rollback, found 0.9 and 0.55"),
+     r"thresholds.bow_inversion.token_f1: levels out of order: expected gate <= rollback, found 0.9 and 0.6"),
     (lambda d: d.update(active_version="v7"), r"active_version 'v7' is not one of versions \['v1', 'v2'\]"),
     (lambda d: d["probes"].update(telepathy={}), r"unknown probe 'telepathy'"),
     (lambda d: d["thresholds"].update({"tokenf1": {"warn": 0.1}}), r"'tokenf1' is not of the form probe.metric"),

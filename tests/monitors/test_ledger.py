@@ -53,7 +53,7 @@ def test_sync_registers_once_and_is_idempotent(ledger, config):
         assert session.scalar(sa.select(sa.func.count()).select_from(Version)) == 2
         assert session.scalar(sa.select(sa.func.count()).select_from(Threshold)) == 3   # bow, coverage x2
         assert gate_state(session, dep).state == "open"
-        assert effective_thresholds(session, dep)["bow_inversion.token_f1"].rollback == 0.55
+        assert effective_thresholds(session, dep)["bow_inversion.token_f1"].rollback == 0.6
 
 
 def test_versions_are_immutable(ledger, config):
