@@ -82,6 +82,15 @@ def secret_kind(key: str) -> str:
     return key.split(".", 1)[0]
 
 
+def unencodable(text: str) -> int | None:
+    """The index of the first character UTF-8 cannot encode (a lone surrogate, which JSON allows), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def from_records(records, where: str) -> Corpus:
     """Build a Corpus from dict rows with `text` and optional `secrets` and `label`."""
     texts, secrets, labels = [], [], []
@@ -93,6 +102,9 @@ def from_records(records, where: str) -> Corpus:
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"{at}: field 'text' must be a non-empty string, found {text!r}"[:300])
+        if (bad := unencodable(text)) is not None:
+            raise ConfigError(f"{at}: field 'text' holds a lone surrogate (\\u{ord(text[bad]):04x}) at character "
+                              f"{bad}; it is not Unicode text")
         texts.append(text)
         has_secrets |= row.get("secrets") is not None
         secrets.append(normalize_secrets(row.get("secrets"), at))
@@ -113,8 +125,13 @@ def read_jsonl(path: Path) -> Corpus:
         raise ConfigError(f"{path}: file not found")
 
     def rows():
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(f"{path} line {lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                      "save the file as UTF-8") from None
                 if line.strip():
                     try:
                         yield json.loads(line)
@@ -130,7 +147,10 @@ def read_parquet(path: Path) -> Corpus:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ConfigError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
     if "text" not in table.column_names:
         raise ConfigError(f"{path}: no 'text' column; it has {table.column_names}")
     return from_records(table.to_pylist(), str(path))

@@ -14,7 +14,13 @@ class ConfigError(EmbwardenError):
 
 
 class SourceError(EmbwardenError):
-    """A source (table, file, database) cannot be read as configured."""
+    """A source (table, file, database) cannot be read as configured: a missing table or column, a
+    column of the wrong dimension. A retry would meet the same; it fails at once."""
+
+
+class SourceUnavailable(SourceError):
+    """A source that cannot be reached or read now (connection refused, dropped, timed out):
+    worth retrying the task later."""
 
 
 class EncoderError(EmbwardenError):

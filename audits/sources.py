@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audits.errors import InvalidSample, SourceError
+from audits.errors import InvalidSample, SourceError, SourceUnavailable
 from audits.results import Sample
 
 FETCH_CHUNK = 1000
@@ -81,8 +81,16 @@ class SampleRows:
         self.created[position] = _epoch(created_at)
         self.labels[position] = "" if label is None else str(label)
 
+    def grow(self) -> int:
+        """One more position, for a row beyond those chosen (another row of a repeated id)."""
+        self.vectors = np.concatenate([self.vectors, np.zeros((1, self.dimension), dtype=np.float32)])
+        for column in (self.ids, self.texts, self.created, self.labels):
+            column.append(None)
+        self.dims.append(0)
+        return len(self.ids) - 1
+
     def sample(self, version: str, with_text: bool, with_label: bool = False) -> Sample:
-        """The sample; a position never filled (a row gone meanwhile, an id repeated) is left out."""
+        """The sample; a position never filled (a row gone meanwhile) is left out."""
         kept = [i for i, row_id in enumerate(self.ids) if row_id is not None]
         if not kept:
             raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
@@ -135,6 +143,15 @@ def _utc(epoch: float):
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def every_copy(chosen: Sequence, rows: Iterable[tuple]) -> list[tuple]:
+    """The rows of the chosen ids, in the order chosen, with every row of an id that several rows
+    share: a repeated id must reach validation, which fails the sample naming it, not be collapsed."""
+    by_id: dict = {}
+    for row in rows:
+        by_id.setdefault(row[0], []).append(row)
+    return [row for row_id in dict.fromkeys(chosen) for row in by_id.get(row_id, ())]
+
+
 def choose_ids(ids: Sequence, size: int, seed: int, where: str) -> list:
     if not ids:
         raise InvalidSample(f"{where} has no rows, expected at least 1")
@@ -180,6 +197,14 @@ class SqlTableSource:
         if self.connection:
             return f"table {name!r} in Airflow connection {self.connection!r} ({safe})"
         return f"table {name!r} in {safe}"
+
+    def _unreadable(self, exc) -> SourceError:
+        """A lost or refused connection is worth a retry; a statement the database refuses is not."""
+        import sqlalchemy as sa
+
+        transient = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        return (SourceUnavailable if transient else SourceError)(
+            f"source: cannot read {self._where()}: {self._reason(exc)}")
 
     def _reason(self, exc) -> str:
         """The driver's message, first line, without the password should a driver quote it."""
@@ -247,7 +272,7 @@ class SqlTableSource:
             try:
                 conn = engine.connect()
             except sa.exc.DBAPIError as exc:
-                raise SourceError(f"source: cannot reach {self._where()}: {self._reason(exc)}") from None
+                raise SourceUnavailable(f"source: cannot reach {self._where()}: {self._reason(exc)}") from None
             with conn:
                 table = self._table(conn)
                 c = self.columns
@@ -263,7 +288,7 @@ class SqlTableSource:
                 return assemble_sample(rows, version, dimension, with_text=c.text is not None,
                                        with_label=c.label is not None)
         except sa.exc.DBAPIError as exc:
-            raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
+            raise self._unreadable(exc) from None
         finally:
             engine.dispose()
 
@@ -297,7 +322,7 @@ class SqlTableSource:
                         found.update(conn.execute(sa.select(id_col, text_col).where(id_col.in_(chunk))).all())
                     rows = [(i, found[i]) for i in chosen]
         except sa.exc.DBAPIError as exc:
-            raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
+            raise self._unreadable(exc) from None
         finally:
             engine.dispose()
         return [str(text) for row_id, text in rows if str(row_id) not in excluded and str(text).strip()][:size]
@@ -316,7 +341,7 @@ class SqlTableSource:
                 return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(
                     table.c[self.columns.version] == version, text_col.is_not(None), text_col != "")).scalar())
         except sa.exc.DBAPIError as exc:
-            raise SourceError(f"source: cannot read {self._where()}: {self._reason(exc)}") from None
+            raise self._unreadable(exc) from None
         finally:
             engine.dispose()
 
@@ -344,15 +369,20 @@ class SqlTableSource:
         chosen = conn.execute(sa.select(id_col).where(where).order_by(key, id_col).limit(size)).scalars().all()
         if not chosen:
             raise InvalidSample(f"{scope} has no rows, expected at least 1")
-        position = {row_id: i for i, row_id in enumerate(chosen)}
+        # Without a primary key an id may repeat: every row of a chosen id is read (more than `size`
+        # rows then), so that validation sees the repeat and fails the sample naming it.
+        free: dict = {}
+        for i, row_id in enumerate(chosen):
+            free.setdefault(row_id, []).append(i)
         built = SampleRows(len(chosen), dimension)
-        ids = sa.bindparam("chosen", list(chosen), type_=postgresql.ARRAY(id_col.type))
-        query = sa.select(*self._selected(table, vector)).where(id_col == sa.any_(ids))
+        ids = sa.bindparam("chosen", list(free), type_=postgresql.ARRAY(id_col.type))
+        query = sa.select(*self._selected(table, vector)).where(where, id_col == sa.any_(ids))
         for row_id, raw, text, created_at, label in conn.execute(
                 query.execution_options(stream_results=True, yield_per=FETCH_CHUNK)):
             if kind is not None and raw is not None:
                 raw = _from_vector_send(raw)
-            built.put(position[row_id], row_id, raw, text, created_at, label)
+            slots = free[row_id]
+            built.put(slots.pop(0) if slots else built.grow(), row_id, raw, text, created_at, label)
         return built
 
     def _draw_listing_ids(self, conn, table, where, scope: str, size: int, seed: int) -> list:
@@ -360,13 +390,13 @@ class SqlTableSource:
 
         id_col = table.c[self.columns.id]
         ids = conn.execute(sa.select(id_col).where(where)).scalars().all()
-        chosen = choose_ids(ids, size, seed, scope)
-        rows: dict = {}
+        chosen = list(dict.fromkeys(choose_ids(ids, size, seed, scope)))
+        rows: list = []
         for start in range(0, len(chosen), FETCH_CHUNK):
             chunk = chosen[start : start + FETCH_CHUNK]
-            query = sa.select(*self._selected(table, table.c[self.columns.vector])).where(id_col.in_(chunk))
-            rows.update({r[0]: r for r in conn.execute(query)})
-        return [rows[i] for i in chosen]
+            query = sa.select(*self._selected(table, table.c[self.columns.vector])).where(where, id_col.in_(chunk))
+            rows.extend(conn.execute(query))
+        return every_copy(chosen, rows)
 
 
 def _from_vector_send(value) -> np.ndarray:
@@ -417,13 +447,12 @@ class ParquetSource:
         ids = dataset.to_table(columns=[c.id], filter=where).column(c.id).to_pylist()
         chosen = choose_ids(ids, size, seed, f"version {version} in {self.path}")
         columns = [c.id, c.vector] + [name for name in (c.text, c.created_at, c.label) if name]
-        table = dataset.to_table(columns=columns, filter=pc.field(c.id).isin(chosen))
+        table = dataset.to_table(columns=columns, filter=where & pc.field(c.id).isin(chosen))
         data = table.to_pydict()
         texts, created, labels = ((data.get(name) if name else None) or [None] * table.num_rows
                                   for name in (c.text, c.created_at, c.label))
-        rows = {i: (i, v, t, at, lb) for i, v, t, at, lb in
-                zip(data[c.id], data[c.vector], texts, created, labels, strict=True)}
-        return assemble_sample((rows[i] for i in chosen), version, dimension, with_text=c.text is not None,
+        rows = zip(data[c.id], data[c.vector], texts, created, labels, strict=True)
+        return assemble_sample(every_copy(chosen, rows), version, dimension, with_text=c.text is not None,
                                with_label=c.label is not None)
 
     def _texts(self, version: str):

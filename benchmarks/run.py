@@ -79,7 +79,7 @@ def scheduled_figures() -> dict[str, float]:
 
 
 SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative", "drift", "validation",
-            "ui", "sample", "dp", "scheduled")
+            "ui", "sample", "dp", "service", "scheduled")
 
 
 def main() -> int:
@@ -87,7 +87,7 @@ def main() -> int:
     run this time are kept from the previous results file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from benchmarks import dp, probes, real_text, sampling, ui
+    from benchmarks import dp, probes, real_text, sampling, service, ui
 
     wanted = sys.argv[1:] or list(SECTIONS)
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -111,6 +111,7 @@ def main() -> int:
         "ui": ui.ui_figures,
         "sample": sampling.sampling_figures,
         "dp": dp.dp_figures,
+        "service": service.service_figures,
         "scheduled": scheduled_figures,
     }
     for section in wanted:

@@ -85,9 +85,15 @@ def embedding_drift():
 
         return cleanup(deployment, dag_run.dag_id, dag_run.run_id)
 
+    @task(trigger_rule=AFTER_ALL, retries=0)
+    def outcome(names: list[str], dag_run=None) -> dict:
+        from monitors.runs import outcome
+
+        return outcome(names, dag_run.dag_id, dag_run.run_id)
+
     names = deployments()
     chain(*(step.expand(deployment=names) for step in (window, validate, drift, record, evaluate, act, report,
-                                                       cleanup)))
+                                                       cleanup)), outcome(names))
 
 
 embedding_drift()

@@ -9,7 +9,8 @@ it (Great Expectations; a broken sample makes the run invalid), run each configu
 probe as its own task (a failing probe loses no other probe's scores), record the leakage scores
 in the ledger, set them against the thresholds and act on the verdict (close the gate, roll back
 to the last version that passed and ask for its re-audit, reopen the gate when a re-audit
-passes, alert by mail and webhook), then write the report.
+passes, alert by mail and webhook), then write the report. A run that could not judge a deployment
+(invalid sample, failed step, inconclusive) ends failed in the grid: its last task, `outcome`, fails.
 
 Tasks pass deployment names and run ids, never vectors or text; the sample is deleted when the
 run ends, whatever its outcome. Steps after the probes run whatever became of the others and
@@ -119,6 +120,12 @@ def privacy_audit():
 
         return cleanup(deployment, dag_run.dag_id, dag_run.run_id)
 
+    @task(trigger_rule=AFTER_ALL, retries=0)
+    def outcome(names: list[str], dag_run=None) -> dict:
+        from monitors.runs import outcome
+
+        return outcome(names, dag_run.dag_id, dag_run.run_id)
+
     names = deployments()
     sampled = sample.expand(deployment=names)
     checked = validate.expand(deployment=names)
@@ -129,7 +136,9 @@ def privacy_audit():
     evaluated = evaluate.expand(deployment=names)
     acted = act.expand(deployment=names)
     reported = report.expand(deployment=names)
-    probed >> recorded >> evaluated >> acted >> reported >> cleanup.expand(deployment=names)
+    cleaned = cleanup.expand(deployment=names)
+    probed >> recorded >> evaluated >> acted >> reported >> cleaned
+    cleaned >> outcome(names)   # fails the DAG run when an audit could not judge
     requests = reaudit_requests(names)
     acted >> requests
     reaudit.expand(request=requests) >> reported   # the report shows the re-audit as asked for

@@ -290,18 +290,42 @@ def alert_for(session: Session, run: AuditRun, kind: str, policy: Policy) -> Ale
                  audit_run_id=run.id, run=f"{run.dag_id}/{run.run_id}", detail=detail)
 
 
+UNSENT = ("pending", "failed")
+
+
 def unsent_alerts(session: Session, audit_run_id: int | None = None) -> list[int]:
     """Ids of alerts not yet delivered: of one run, or (None) of every run."""
-    query = sa.select(AlertRecord.id).where(AlertRecord.status != "sent")
+    query = sa.select(AlertRecord.id).where(AlertRecord.status.in_(UNSENT))
     if audit_run_id is not None:
         query = query.where(AlertRecord.audit_run_id == audit_run_id)
     return list(session.scalars(query.order_by(AlertRecord.id)))
 
 
+def superseded(session: Session, row: AlertRecord) -> bool:
+    """Whether a newer alert of the same deployment already went out on the same channel."""
+    return session.scalar(sa.select(sa.func.count()).select_from(AlertRecord).where(
+        AlertRecord.deployment_id == row.deployment_id, AlertRecord.channel == row.channel,
+        AlertRecord.id > row.id, AlertRecord.status == "sent")) > 0
+
+
+def delivery_id(row: AlertRecord) -> str:
+    """The same for every attempt at one alert, different for every alert of any ledger: a receiver
+    that sees it twice (mail Message-ID, webhook Idempotency-Key) can drop the copy."""
+    return f"embwarden-alert-{row.id}-{int(row.created_at.timestamp())}"
+
+
 def coverage_explanation(run: AuditRun) -> str:
-    """Why an inconclusive run could not judge the pipeline, in plain words, with what to configure."""
+    """Why an inconclusive run could not judge the pipeline, in plain words, with what to configure:
+    the attacker did not cover the sample, or a probe (coverage included) failed."""
     from monitors.coverage import explain
     from monitors.policy import evaluate
 
     thresholds = {k: Levels.from_mapping(v) for k, v in (run.thresholds or {}).items() if is_coverage(k)}
-    return explain(evaluate([s for s in run.scores if is_coverage(s.key)], thresholds).uncovered)
+    coverage = evaluate([s for s in run.scores if is_coverage(s.key)], thresholds)
+    if coverage.uncovered or coverage.covered is None:
+        return explain(coverage.uncovered)
+    failed = [part.split(":", 1)[0] for part in (run.error or "").split("; ") if ":" in part]
+    return (f"The probe{'s' if len(failed) > 1 else ''} {', '.join(failed) or '(unknown)'} failed "
+            f"({(run.error or '')[:300]}), so what {'they' if len(failed) > 1 else 'it'} would have found is "
+            "unknown and the audit cannot pass. Read the failed task's log in Airflow, fix the cause, and run "
+            "the audit again; or remove the probe from the deployment's `probes:` if it does not belong there.")

@@ -50,9 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     th_set.add_argument("deployment")
     th_set.add_argument("metric", help="probe.metric, e.g. bow_inversion.token_f1")
     for level in ("warn", "gate", "rollback"):
-        th_set.add_argument(f"--{level}", type=_number(level), help=f"the {level} level")
-    th_set.add_argument("--lower-is-worse", action="store_true", help="lower values leak more (default: higher)")
-    th_set.add_argument("--basis", default="value", help="value (default), ci_low (sure leaks only) or ci_high")
+        th_set.add_argument(f"--{level}", type=_number(level, none=True), default=argparse.SUPPRESS,
+                            help=f"the {level} level, or 'none' to remove it (unnamed levels are kept)")
+    th_set.add_argument("--lower-is-worse", dest="higher_is_worse", action="store_false", default=argparse.SUPPRESS,
+                        help="lower values leak more (kept as in force when not given)")
+    th_set.add_argument("--higher-is-worse", dest="higher_is_worse", action="store_true", default=argparse.SUPPRESS,
+                        help="higher values leak more")
+    th_set.add_argument("--basis", choices=("value", "ci_low", "ci_high"), default=argparse.SUPPRESS,
+                        help="value, ci_low (sure leaks only) or ci_high (kept as in force when not given)")
     th_set.add_argument("--reason", required=True)
     th_set.add_argument("--author", default=None, help="who (default: the current user)")
     th_hist = th_sub.add_parser("history", help="every threshold version with who, when, why, old and new")
@@ -152,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _number(field: str):
-    def parse(text: str) -> float:
+def _number(field: str, none: bool = False):
+    def parse(text: str) -> float | None:
+        if none and text.strip().lower() in ("none", "null"):
+            return None
         try:
             value = float(text)
         except ValueError:
@@ -165,13 +172,12 @@ def _number(field: str):
 
 
 def _thresholds(args) -> int:
-    from monitors.policy import Levels
-    from monitors.thresholds import effective, history, set_threshold
+    from monitors.thresholds import LEVEL_FIELDS, effective, history, set_threshold
 
     with session_scope() as session:
         if args.thresholds_command == "set":
-            levels = Levels(args.warn, args.gate, args.rollback, not args.lower_is_worse, args.basis)
-            change = set_threshold(session, load_config(args.config), args.deployment, args.metric, levels,
+            changes = {key: getattr(args, key) for key in LEVEL_FIELDS if hasattr(args, key)}
+            change = set_threshold(session, load_config(args.config), args.deployment, args.metric, changes,
                                    args.author or getpass.getuser(), args.reason)
             print(f"{change.deployment} {change.metric} version {change.version}: {_levels(change.new)} "
                   f"(was {_levels(change.old) if change.old else 'unset'}) by {change.author}: {change.reason}")
@@ -199,14 +205,16 @@ def _alerts(args) -> int:
     from monitors.runs import deliver_alerts
 
     if args.alerts_command == "retry":
-        errors = deliver_alerts(load_config(args.config))
+        errors = deliver_alerts(load_config(args.config), unknown=True)
         for error in errors:
             print(f"embwarden: still undelivered: {error}", file=sys.stderr)
         return 1 if errors else 0
     with session_scope() as session:
-        for row in session.scalars(sa.select(AlertRecord).where(AlertRecord.status != "sent")
-                                   .order_by(AlertRecord.id)):
-            print(f"alert {row.id} {row.kind} {row.channel} {row.status} after {row.attempts} attempts: {row.error}")
+        unsent = AlertRecord.status.in_(("pending", "failed", "sending"))
+        for row in session.scalars(sa.select(AlertRecord).where(unsent).order_by(AlertRecord.id)):
+            state = ("outcome unknown (the ledger was lost mid-send; `alerts retry` sends it again under the same "
+                     "delivery id)" if row.status == "sending" else row.status)
+            print(f"alert {row.id} {row.kind} {row.channel} {state} after {row.attempts} attempts: {row.error}")
     return 0
 
 

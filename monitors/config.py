@@ -12,14 +12,31 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from audits.errors import ConfigError
+from audits.probes.base import not_bool
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 # `probe.metric`, or `probe.metric[segment]` for the score of one segment (a label of the sample or canaries).
 METRIC_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+(\[[A-Za-z0-9_ .:-]{1,40}\])?$")
 DEFAULT_CONFIG = "embwarden.yaml"
+
+
+# `true` is not 1, "30" or 2.0 is not a count; a number may be a numeric string (YAML 1.1 reads 1e-5 so).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(not_bool)]
+Bool = Annotated[bool, Strict()]
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
 
 
 class _Model(BaseModel):
@@ -63,8 +80,8 @@ SourceConfig = Annotated[SqlSourceConfig | ParquetSourceConfig, Field(discrimina
 class LocalEncoderConfig(_Model):
     kind: Literal["local"] = "local"
     model: str = "bundled:all-MiniLM-L6-v2"
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    max_length: int = Field(default=256, ge=8, le=8192)
+    batch_size: Int = Field(default=64, ge=1, le=4096)
+    max_length: Int = Field(default=256, ge=8, le=8192)
 
 
 class _HttpEncoderConfig(_Model):
@@ -75,11 +92,11 @@ class _HttpEncoderConfig(_Model):
     url: str | None = None
     connection: str | None = None
     model: str | None = None
-    dimension: int | None = Field(default=None, ge=1, le=65_536)  # expected; unset: that of the first answer
-    batch_size: int = Field(default=64, ge=1, le=2048)
-    timeout_seconds: float = Field(default=30, gt=0, le=600, allow_inf_nan=False)
-    max_retries: int = Field(default=4, ge=0, le=20)
-    requests_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    dimension: Int | None = Field(default=None, ge=1, le=65_536)  # expected; unset: that of the first answer
+    batch_size: Int = Field(default=64, ge=1, le=2048)
+    timeout_seconds: Float = Field(default=30, gt=0, le=600, allow_inf_nan=False)
+    max_retries: Int = Field(default=4, ge=0, le=20)
+    requests_per_second: Float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_location(self) -> _HttpEncoderConfig:
@@ -102,7 +119,7 @@ class OpenAIEncoderConfig(_HttpEncoderConfig):
     shortens text-embedding-3 vectors (leave it unset for other models)."""
 
     kind: Literal["openai"]
-    dimensions: int | None = Field(default=None, ge=1, le=65_536)
+    dimensions: Int | None = Field(default=None, ge=1, le=65_536)
 
     @model_validator(mode="after")
     def _model_named(self) -> OpenAIEncoderConfig:
@@ -118,9 +135,9 @@ class TEIEncoderConfig(_HttpEncoderConfig):
     the cache key, so change it when the server's model changes."""
 
     kind: Literal["tei"]
-    batch_size: int = Field(default=32, ge=1, le=2048)  # TEI's default --max-client-batch-size is 32
-    normalize: bool = True
-    truncate: bool = True
+    batch_size: Int = Field(default=32, ge=1, le=2048)  # TEI's default --max-client-batch-size is 32
+    normalize: Bool = True
+    truncate: Bool = True
 
 
 def _kind_by_default(kind: str):
@@ -160,38 +177,38 @@ class _TransformModel(_Model):
 
 class GaussianNoiseConfig(_TransformModel):
     kind: Literal["gaussian_noise"]
-    sigma: float = Field(ge=0, allow_inf_nan=False)
+    sigma: Float = Field(ge=0, le=100, allow_inf_nan=False)  # beyond 100 a unit vector is all noise
 
 
 class ClipGaussianConfig(_TransformModel):
     """Clip to `clip_norm`, analytic Gaussian noise for (epsilon, delta)-DP per query."""
 
     kind: Literal["clip_gaussian"]
-    epsilon: float = Field(gt=0, allow_inf_nan=False)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
-    clip_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    epsilon: Float = Field(gt=0, allow_inf_nan=False)
+    delta: Float = Field(default=1e-5, gt=0, lt=1)
+    clip_norm: Float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class VonMisesFisherConfig(_TransformModel):
     """Pure epsilon-DP noise on the unit sphere (von Mises-Fisher, kappa = epsilon / 2)."""
 
     kind: Literal["vmf"]
-    epsilon: float = Field(gt=0, allow_inf_nan=False)
+    epsilon: Float = Field(gt=0, allow_inf_nan=False)
 
 
 class RandomProjectionConfig(_TransformModel):
     """Johnson-Lindenstrauss projection to `dimension` (a fixed matrix from `seed`); no guarantee."""
 
     kind: Literal["random_projection"]
-    dimension: int = Field(ge=1, le=65_536)
-    seed: int = 0
+    dimension: Int = Field(ge=1, le=65_536)
+    seed: Seed = 0
 
 
 class QuantizeConfig(_TransformModel):
     """Scalar quantisation to `bits` per coordinate (1 = binary); no guarantee."""
 
     kind: Literal["quantize"]
-    bits: int = Field(default=8, ge=1, le=16)
+    bits: Int = Field(default=8, ge=1, le=16)
 
 
 TransformConfig = Annotated[
@@ -210,8 +227,8 @@ class SyntheticCorpusConfig(_Model):
     """The built-in generator of templated PII messages (attacker and targets share templates)."""
 
     kind: Literal["synthetic"] = "synthetic"
-    size: int = Field(default=3000, ge=20, le=1_000_000)
-    seed: int = 1
+    size: Int = Field(default=3000, ge=20, le=1_000_000)
+    seed: Seed = 1
 
 
 class FileCorpusConfig(_Model):
@@ -241,8 +258,8 @@ class GeneralCorpusConfig(_Model):
     quotations, fortunes. For an attacker who knows English but not the deployment's domain."""
 
     kind: Literal["general"]
-    size: int = Field(default=20_000, ge=20, le=1_000_000)
-    seed: int = 1
+    size: Int = Field(default=20_000, ge=20, le=1_000_000)
+    seed: Seed = 1
     sources: tuple[Literal["wordnet", "gcide", "fortunes"], ...] = ("wordnet", "gcide", "fortunes")
 
 
@@ -252,8 +269,8 @@ class ProductionCorpusConfig(_Model):
     with everything fitted on it, and deleted at cleanup; never cached, logged or reported."""
 
     kind: Literal["production"]
-    size: int = Field(default=3000, ge=20, le=200_000)
-    seed: int = 1
+    size: Int = Field(default=3000, ge=20, le=200_000)
+    seed: Seed = 1
 
 
 _SingleCorpusConfig = Annotated[
@@ -305,18 +322,18 @@ class CanaryConfig(_Model):
     `count: 0` turns them off.
     """
 
-    count: int = Field(default=200, ge=0, le=100_000)
-    seed: int = 7
+    count: Int = Field(default=200, ge=0, le=100_000)
+    seed: Seed = 7
 
 
 class ThresholdConfig(_Model):
     """Levels of one metric. Higher values are worse unless `higher_is_worse` is false; `basis`
     says which bound of the score is judged: value, ci_low (sure leaks only) or ci_high."""
 
-    warn: float | None = Field(default=None, allow_inf_nan=False)
-    gate: float | None = Field(default=None, allow_inf_nan=False)
-    rollback: float | None = Field(default=None, allow_inf_nan=False)
-    higher_is_worse: bool = True
+    warn: Float | None = Field(default=None, allow_inf_nan=False)
+    gate: Float | None = Field(default=None, allow_inf_nan=False)
+    rollback: Float | None = Field(default=None, allow_inf_nan=False)
+    higher_is_worse: Bool = True
     basis: Literal["value", "ci_low", "ci_high"] = "value"
 
     def levels(self):
@@ -335,11 +352,11 @@ class ThresholdConfig(_Model):
 class ValidationConfig(_Model):
     """What a valid sample must look like besides dimension, finite values and unique known ids."""
 
-    min_rows: int = Field(default=50, ge=1)
+    min_rows: Int = Field(default=50, ge=1)
     # The newest sampled row must be younger than this (needs `columns.created_at`); 0 turns it off.
-    max_age_hours: float = Field(default=168, ge=0, allow_inf_nan=False)
+    max_age_hours: Float = Field(default=168, ge=0, allow_inf_nan=False)
     # Vector norms allowed; by default derived from the version's transform (unit vectors + noise).
-    norm_range: tuple[float, float] | None = None
+    norm_range: tuple[Float, Float] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationConfig:
@@ -352,8 +369,8 @@ class DriftConfig(_Model):
     """The embedding_drift DAG: the recent window of the active version against its reference sample
     (the sample of its last passing audit). Thresholds name `drift.model_auc`, `drift.mmd`, `drift.norm_ks`."""
 
-    window_hours: float = Field(default=24, gt=0, allow_inf_nan=False)
-    sample_size: int = Field(default=2000, ge=20, le=100_000)
+    window_hours: Float = Field(default=24, gt=0, allow_inf_nan=False)
+    sample_size: Int = Field(default=2000, ge=20, le=100_000)
 
 
 class EmailChannelConfig(_Model):
@@ -385,7 +402,7 @@ class DeploymentConfig(_Model):
     source: SourceConfig
     versions: dict[Annotated[str, Field(pattern=NAME)], VersionConfig] = Field(min_length=1)
     active_version: str
-    sample_size: int = Field(default=500, ge=1, le=1_000_000)
+    sample_size: Int = Field(default=500, ge=1, le=1_000_000)
     auxiliary_corpus: AuxiliaryCorpusConfig = SyntheticCorpusConfig()
     canaries: CanaryConfig = CanaryConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -448,7 +465,7 @@ class DeploymentConfig(_Model):
 
 class ArtifactsConfig(_Model):
     root: str = ".embwarden/artifacts"
-    retention_days: int = Field(default=30, ge=1)
+    retention_days: Int = Field(default=30, ge=1, le=3650)
     # Where `root` is served (https://reports.example.com/embwarden); alerts link reports there.
     # Unset, alerts give the report's file path.
     base_url: str | None = None
@@ -500,7 +517,7 @@ def load_config(path: str | Path | None = None) -> EmbwardenConfig:
     if not path.is_file():
         raise ConfigError(f"configuration file {path} not found (set EMBWARDEN_CONFIG or create {DEFAULT_CONFIG})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -509,6 +526,17 @@ def load_config(path: str | Path | None = None) -> EmbwardenConfig:
         return EmbwardenConfig.model_validate({**data, "base_dir": path.parent})
     except ValidationError as exc:
         raise ConfigError(f"{path}: " + format_errors(exc)) from None
+
+
+def read_text(path: Path) -> str:
+    """A text file as UTF-8, or a ConfigError naming the file and the first bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                          "save the file as UTF-8") from None
 
 
 def format_errors(exc: ValidationError) -> str:

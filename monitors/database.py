@@ -126,11 +126,14 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         session.rollback()
         where = safe_url(str(eng.url))
-        if "does not exist" in str(exc.orig) or "no such table" in str(exc.orig):
+        reason = str(exc.orig).strip()
+        # A missing table is an unmigrated ledger; a missing database (or server) is not.
+        if "no such table" in reason or (isinstance(exc, sa.exc.ProgrammingError) and "relation" in reason
+                                         and "does not exist" in reason):
             raise LedgerUnavailable(f"ledger {where} has no embwarden tables: run `embwarden migrate` first") from exc
         if isinstance(exc, sa.exc.ProgrammingError):
             raise
-        raise LedgerUnavailable(f"ledger {where}: {exc.orig}".strip()) from exc
+        raise LedgerUnavailable(f"ledger {where} unreachable: {reason.splitlines()[0] if reason else exc}") from exc
     except BaseException:
         session.rollback()
         raise

@@ -20,7 +20,7 @@ GATE_STATES = ("open", "closed")
 ACTION_KINDS = ("alert", "close_gate", "reopen_gate", "rollback", "reaudit", "activate")
 ACTION_STATUSES = ("pending", "done", "failed")
 INCIDENT_STATUSES = ("open", "resolved")
-ALERT_STATUSES = ("pending", "sent", "failed")
+ALERT_STATUSES = ("pending", "sending", "sent", "failed", "superseded")
 # Which bound of a score a threshold judges: the point value, or the 95% interval's low or high end.
 THRESHOLD_BASES = ("value", "ci_low", "ci_high")
 
@@ -206,7 +206,9 @@ class Incident(Base):
 
 
 class AlertRecord(Base):
-    """One alert over one channel: written `pending`, then `sent` or `failed` (retried later)."""
+    """One alert over one channel: written `pending`; `sending` while an attempt is under way (left so
+    when its outcome is unknown); then `sent`, `failed` (retried later) or `superseded` (a newer alert
+    of the deployment went out on the channel first)."""
 
     __tablename__ = "alerts"
     __table_args__ = (sa.UniqueConstraint("audit_run_id", "channel", name="uq_alerts_run_channel"),)

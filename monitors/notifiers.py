@@ -38,31 +38,40 @@ class AlertDeliveryError(EmbwardenError):
     """An alert could not be handed to its receiver; the message names channel, connection and cause."""
 
 
-def deliver(alert: Alert, channel: EmailChannelConfig | WebhookChannelConfig) -> None:
-    """Send `alert` over `channel`; any failure is raised as AlertDeliveryError."""
+def deliver(alert: Alert, channel: EmailChannelConfig | WebhookChannelConfig, delivery_id: str | None = None) -> None:
+    """Send `alert` over `channel`; any failure is raised as AlertDeliveryError. `delivery_id`, the same
+    on every attempt at one alert, goes out as the mail's Message-ID and the webhook's Idempotency-Key
+    header (and `delivery_id` field of a JSON payload), so a receiver can drop a second copy."""
     kind = channel.kind
     try:
         if isinstance(channel, EmailChannelConfig):
-            _send_mail(alert, channel)
+            _send_mail(alert, channel, delivery_id)
         else:
-            _post_webhook(alert, channel)
+            _post_webhook(alert, channel, delivery_id)
     except Exception as exc:
         raise AlertDeliveryError(f"{kind} via connection {channel.connection}: {_reason(exc, channel)}") from exc
 
 
-def _send_mail(alert: Alert, channel: EmailChannelConfig) -> None:
+def _send_mail(alert: Alert, channel: EmailChannelConfig, delivery_id: str | None) -> None:
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
+    headers = {"Message-ID": f"<{delivery_id}@embwarden>"} if delivery_id else None
     SmtpNotifier(to=channel.to, from_email=channel.from_email, subject=alert.subject(),
-                 html_content=render_html(alert), smtp_conn_id=channel.connection).notify({"dag": None})
+                 html_content=render_html(alert), smtp_conn_id=channel.connection,
+                 custom_headers=headers).notify({"dag": None})
 
 
-def _post_webhook(alert: Alert, channel: WebhookChannelConfig) -> None:
+def _post_webhook(alert: Alert, channel: WebhookChannelConfig, delivery_id: str | None) -> None:
     from airflow.providers.http.notifications.http import HttpNotifier
 
     payload = slack_message(alert) if channel.format == "slack" else alert.as_json()
+    headers = {"Content-Type": "application/json"}
+    if delivery_id:
+        headers["Idempotency-Key"] = delivery_id
+        if channel.format == "json":
+            payload["delivery_id"] = delivery_id
     notifier = HttpNotifier(http_conn_id=channel.connection, endpoint=channel.endpoint, json=payload,
-                            headers={"Content-Type": "application/json"})
+                            headers=headers)
     # Options passed here win over the connection's extras, so only default the timeout.
     has_timeout = "timeout" in notifier.hook.get_connection(channel.connection).extra_dejson
     notifier.extra_options = {} if has_timeout else {"timeout": TIMEOUT_S}

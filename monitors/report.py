@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audits.coverage import PROBE as COVERAGE
 from monitors import artifacts, charts
 from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Score, Validation, Version
-from monitors.policy import Levels, is_coverage
+from monitors.policy import INCONCLUSIVE, Levels, is_coverage
 from monitors.registry import gate_state
 
 HISTORY = 30          # runs in a trend chart
@@ -76,6 +76,8 @@ def build(session: Session, run: AuditRun) -> dict:
         "drift": {"metrics": [s["metric"] for s in scores if s["probe"] == DRIFT_PROBE], "report": None},
         "privacy": _privacy(run.version, scores),
         "coverage": _coverage(run, scores),
+        # Why the run could not judge: the attacker did not cover the sample, or a probe failed.
+        "inconclusive": _inconclusive(run),
     }
 
 
@@ -90,6 +92,12 @@ def _segments(scores: list[dict]) -> list[dict]:
             grouped.setdefault(metric, []).append({"segment": segment, "value": s["value"], "ci_low": s["ci_low"],
                                                    "ci_high": s["ci_high"], "n": s["n"], "level": s["level"]})
     return [{"metric": m, "rows": sorted(rows, key=lambda r: -r["value"])} for m, rows in grouped.items()]
+
+
+def _inconclusive(run: AuditRun) -> str | None:
+    from monitors.actions import coverage_explanation
+
+    return coverage_explanation(run) if run.verdict == INCONCLUSIVE else None
 
 
 def _coverage(run: AuditRun, scores: list[dict]) -> dict | None:

@@ -22,7 +22,7 @@ from audits.audit import Auditor, ProbeResult, embed_corpus
 from audits.corpora import Corpus
 from audits.coverage import PROBE as COVERAGE
 from audits.encoders import build_encoder
-from audits.errors import ConfigError, EmbwardenError, EncoderUnavailable, InvalidSample, ProbeError, SourceError
+from audits.errors import ConfigError, EmbwardenError, EncoderUnavailable, InvalidSample, ProbeError, SourceUnavailable
 from audits.pipeline import Pipeline
 from audits.sources import Columns, ParquetSource, SqlTableSource
 from audits.transforms import make_transform
@@ -96,7 +96,7 @@ def _failing_run(audit_run_id: int | None, step: str) -> Iterator[None]:
     except Exception as exc:
         log.error("audit run %s stopped in %s: %s: %s", audit_run_id, step, type(exc).__name__, exc)
         retryable = not isinstance(exc, EmbwardenError) or isinstance(
-            exc, SourceError | EncoderUnavailable | LedgerUnavailable)
+            exc, SourceUnavailable | EncoderUnavailable | LedgerUnavailable)
         if audit_run_id is not None:
             _mark_stopped(audit_run_id, exc, f"{RETRYABLE} {step}: " if retryable else "")
         if not retryable:
@@ -339,7 +339,7 @@ def probe(ref_data: dict, name: str) -> dict:
             canaries = corpora.canaries(dep_cfg.canaries.count, dep_cfg.canaries.seed)
             targets["canaries"] = embed_corpus(pipeline, canaries, rng, version, prefix="canary-")
         result = auditor.run(name, dep_cfg.probes[name], targets)
-    except (SourceError, LedgerUnavailable):
+    except (SourceUnavailable, LedgerUnavailable):
         raise  # transient: let Airflow retry
     except EmbwardenError as exc:
         result = ProbeResult(name, "none", error=f"{type(exc).__name__}: {exc}")
@@ -414,10 +414,11 @@ def evaluate(deployment: str, dag_id: str, run_id: str) -> dict:
         if result.covered is False:
             log.warning("audit run %d: the attacker does not cover the sample (%s)", run.id,
                         ", ".join(f"{f.metric} {f.value:.3f}" for f in result.uncovered))
-        elif result.covered is None and dag_id != DRIFT_DAG and run.verdict in ("pass", "warn"):
-            # The coverage task failed: whether the attacker knew this text is unknown, so no pass.
+        elif (result.covered is None or run.error) and dag_id != DRIFT_DAG and run.verdict in ("pass", "warn"):
+            # The coverage task or a probe failed: what it would have found is unknown, so no pass.
             run.verdict = INCONCLUSIVE
-            log.warning("audit run %d: coverage was not measured; the verdict is inconclusive", run.id)
+            log.warning("audit run %d: %s; the verdict is inconclusive", run.id,
+                        run.error or "coverage was not measured")
         run.status = "succeeded"  # `error` keeps the failed probes, if any
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.
@@ -501,13 +502,22 @@ def act(deployment: str, dag_id: str, run_id: str) -> dict:
 
 
 def deliver_alerts(config: EmbwardenConfig, audit_run_id: int | None = None, deployment: str | None = None,
-                   exclude_run: int | None = None) -> list[str]:
+                   exclude_run: int | None = None, unknown: bool = False) -> list[str]:
     """Send the alerts not yet delivered (of one run, or of a deployment); the errors of those that
-    still fail. Each attempt is counted and its outcome recorded on the alert's row."""
+    still fail.
+
+    Each attempt is recorded (`sending`, attempts + 1) before the alert leaves: if the ledger then
+    vanishes, a retry finds the alert `sending`, its outcome unknown, and does not send it again;
+    `unknown=True` (`embwarden alerts retry`) sends those too, under the same delivery id, so a
+    receiver that saw the first copy can drop the second. An undelivered alert is `superseded`, not
+    sent, once a newer alert of its deployment went out on the same channel: an old `error` must
+    not arrive after the `resolved` that ended it.
+    """
     from monitors.notifiers import AlertDeliveryError, deliver
 
+    retried = (*actions.UNSENT, "sending") if unknown else actions.UNSENT
     with session_scope() as session:
-        query = sa.select(AlertRecord).where(AlertRecord.status != "sent")
+        query = sa.select(AlertRecord).where(AlertRecord.status.in_(retried))
         if audit_run_id is not None:
             query = query.where(AlertRecord.audit_run_id == audit_run_id)
         if deployment is not None:
@@ -515,12 +525,21 @@ def deliver_alerts(config: EmbwardenConfig, audit_run_id: int | None = None, dep
                 Deployment.name == deployment)
         if exclude_run is not None:
             query = query.where(AlertRecord.audit_run_id != exclude_run)
-        pending = [(row.id, row.channel, row.payload, row.deployment_id) for row in
-                   session.scalars(query.order_by(AlertRecord.id))]
+        pending = [row.id for row in session.scalars(query.order_by(AlertRecord.id))]
         names = {d.id: d.name for d in session.scalars(sa.select(Deployment))}
     errors = []
-    for alert_id, channel_name, payload, dep_id in pending:
-        alert = Alert.from_json(payload)
+    for alert_id in pending:
+        with session_scope() as session:   # claim it: committed before anything is sent
+            row = session.get(AlertRecord, alert_id, with_for_update=True)
+            if row.status not in retried:
+                continue                    # another worker took it meanwhile
+            if actions.superseded(session, row):
+                row.status, row.error = "superseded", "a newer alert of this deployment was sent on this channel"
+                log.info("alert %d (%s) over %s: superseded", alert_id, row.kind, row.channel)
+                continue
+            row.status, row.attempts = "sending", row.attempts + 1
+            alert, channel_name, dep_id = Alert.from_json(row.payload), row.channel, row.deployment_id
+            delivery_id = actions.delivery_id(row)
         error = None
         try:
             if channel_name == actions.LOG_CHANNEL:
@@ -529,13 +548,12 @@ def deliver_alerts(config: EmbwardenConfig, audit_run_id: int | None = None, dep
                 channels = {f"{c.kind}:{c.connection}": c for c in config.alert_channels(names[dep_id])}
                 if channel_name not in channels:
                     raise AlertDeliveryError(f"{channel_name}: no longer configured for {names[dep_id]}")
-                deliver(alert, channels[channel_name])
+                deliver(alert, channels[channel_name], delivery_id)
         except EmbwardenError as exc:  # AlertDeliveryError, or a deployment gone from the configuration
             error = str(exc)
             errors.append(f"{channel_name}: {exc}")
         with session_scope() as session:
             row = session.get(AlertRecord, alert_id)
-            row.attempts += 1
             row.status, row.error = ("failed", error) if error else ("sent", None)
             row.sent_at = None if error else utcnow()
         log.info("alert %d (%s) over %s: %s", alert_id, alert.kind, channel_name, "failed" if error else "sent")
@@ -601,6 +619,26 @@ def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     pruned = artifacts.prune(config.resolve(config.artifacts.root), config.artifacts.retention_days)
     log.info("cleanup of %s: sample deleted=%s, %d old run folders pruned", folder.name, deleted, pruned)
     return pruned
+
+
+def outcome(deployments: list[str], dag_id: str, run_id: str) -> dict[str, str]:
+    """Each deployment's verdict in this DAG run. The DAG's last task: it fails (not retried) when an
+    audit could not judge (invalid, inconclusive, or no verdict because a step failed), so that the
+    DAG run shows failed in Airflow's grid, after the report and the cleanup have run."""
+    verdicts, unjudged = {}, []
+    with session_scope() as session:
+        for name in deployments:
+            run = session.scalar(sa.select(AuditRun).join(AuditRun.deployment).where(
+                AuditRun.dag_id == dag_id, AuditRun.run_id == run_id, Deployment.name == name))
+            verdict = run.verdict if run is not None and run.verdict else "error"
+            verdicts[name] = verdict
+            if verdict in actions.UNJUDGED:
+                why = "no audit run was opened" if run is None else (run.error or "see the report")
+                unjudged.append(f"{name}: {verdict} ({why[:300]})")
+    log.info("verdicts of %s/%s: %s", dag_id, run_id, verdicts)
+    if unjudged:
+        raise _no_retry(EmbwardenError("could not judge " + "; ".join(unjudged)))
+    return verdicts
 
 
 def keep_reference(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str, folder: Path) -> None:

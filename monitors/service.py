@@ -3,7 +3,9 @@
 It embeds with the version the ledger says is active, through that version's pipeline (encoder
 and privacy transform), so a rollback or an activation takes effect without a redeploy; and it
 refuses (503) while the gate is closed or the ledger cannot be read, so an audit that closes the
-gate stops embeddings. The ledger is read at most once per `cache_seconds`, not per request.
+gate stops embeddings. The ledger is read at most once per `cache_seconds`, not per request; the
+gate is asked before a request is embedded and again before its answer leaves, so no answer leaves
+more than `cache_seconds` after a close, however long the request queued for the encoder.
 Request texts and vectors are never logged: only counts.
 """
 
@@ -29,6 +31,7 @@ from pydantic import BaseModel, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from audits.corpora import unencodable
 from audits.errors import EmbwardenError
 from audits.pipeline import Pipeline
 from monitors.config import EmbwardenConfig, load_config
@@ -83,8 +86,10 @@ class GateCache:
     def current(self) -> Gate:
         with self._lock:
             if time.monotonic() - self._read_at >= self.ttl:
+                # Stamped before the read: an answer is never older than `ttl`, however slow the ledger.
+                started = time.monotonic()
                 self._note(self._read())
-                self._read_at = time.monotonic()
+                self._read_at = started
             last = self._last
         if isinstance(last, str):
             raise LedgerUnavailable(last)
@@ -166,6 +171,11 @@ class EmbeddingRequest(BaseModel):
                 raise ValueError(f"input[{i}]: expected a string, found {_json_type(text)}")
             if len(text) > MAX_INPUT_CHARS:
                 raise ValueError(f"input[{i}]: {len(text)} characters, at most {MAX_INPUT_CHARS}")
+            if not text:
+                raise ValueError(f"input[{i}]: the string is empty; give a non-empty string")
+            if (bad := unencodable(text)) is not None:
+                raise ValueError(f"input[{i}]: a lone surrogate (\\u{ord(text[bad]):04x}) at character {bad} "
+                                 "is not Unicode text")
         return texts
 
 
@@ -225,19 +235,33 @@ def create_app(deployment: str, config_path: str | None = None, cache_seconds: f
             raise HTTPException(404, detail=f"this service serves deployment {deployment!r} only")
         return current_gate().to_json()
 
-    @app.post("/v1/embeddings")
-    def embeddings(body: EmbeddingRequest) -> JSONResponse:
+    def open_gate() -> Gate:
         g = current_gate()
         if not g.is_open:
             raise HTTPException(503, detail={"error": "gate closed", "deployment": deployment, "reason": g.reason,
                                              "active_version": g.active_version},
                                 headers={"Retry-After": str(RETRY_AFTER_CLOSED_S)})
+        return g
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: EmbeddingRequest) -> JSONResponse:
+        g = open_gate()
         started = time.perf_counter()
         try:
             vectors = pipelines.embed(g.active_version, body.input)
         except EmbwardenError as exc:  # e.g. the ledger activated a version the file does not declare
             raise HTTPException(503, detail={"error": "version unavailable", "deployment": deployment,
                                              "reason": str(exc), "active_version": g.active_version}) from None
+        # Asked again now that the vectors exist: under load a request waits for the encoder far
+        # longer than the gate's staleness, and the gate may have closed (or the version changed)
+        # meanwhile. Only an answer the gate allows at the moment it leaves is sent.
+        now = open_gate()
+        if now.active_version != g.active_version:
+            raise HTTPException(503, detail={"error": "version changed", "deployment": deployment,
+                                             "reason": f"active version changed from {g.active_version} to "
+                                                       f"{now.active_version} while embedding; send again",
+                                             "active_version": now.active_version},
+                                headers={"Retry-After": "1"})
         log.info("%s/%s: embedded %d inputs in %.0f ms", deployment, g.active_version, len(body.input),
                  (time.perf_counter() - started) * 1000)
         data = [{"object": "embedding", "index": i, "embedding": _vector(vec, body.encoding_format)}

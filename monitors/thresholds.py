@@ -7,8 +7,10 @@ the plugin's API and pages later.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 from audits.errors import ConfigError
 from monitors.config import EmbwardenConfig
 from monitors.ledger import AuditRun, Threshold
-from monitors.policy import Levels, metric_problems
+from monitors.policy import Levels, is_coverage, metric_problems
 from monitors.registry import add_threshold, effective_thresholds, get_deployment
 
 
@@ -36,17 +38,37 @@ class ThresholdChange:
     created_at: datetime
 
 
-def set_threshold(session: Session, config: EmbwardenConfig, deployment: str, metric: str, levels: Levels,
-                  author: str, reason: str) -> ThresholdChange:
-    """Store `levels` as the newest version of `metric`'s thresholds, or refuse them, saying why."""
+LEVEL_FIELDS = ("warn", "gate", "rollback", "higher_is_worse", "basis")
+
+
+def set_threshold(session: Session, config: EmbwardenConfig, deployment: str, metric: str,
+                  changes: Mapping[str, Any], author: str, reason: str) -> ThresholdChange:
+    """Store a new version of `metric`'s thresholds, or refuse it, saying why.
+
+    `changes` names the fields to change (warn, gate, rollback, higher_is_worse, basis); a field not
+    named keeps the value in force, and a level set to None is removed. Setting `warn` alone
+    therefore never drops `gate` and `rollback` behind the user's back.
+    """
     if not reason or not reason.strip():
         raise ThresholdError("reason: a reason is required for a threshold change")
     if not author or not author.strip():
         raise ThresholdError("author: who changes the threshold must be given")
+    unknown = sorted(set(changes) - set(LEVEL_FIELDS))
+    if unknown or not changes:
+        raise ThresholdError(f"levels: name at least one of {', '.join(LEVEL_FIELDS)} to change"
+                             + (f"; {unknown} are not levels" if unknown else ""))
+    if "higher_is_worse" in changes and not isinstance(changes["higher_is_worse"], bool):
+        raise ThresholdError(f"higher_is_worse: expected true or false, found {changes['higher_is_worse']!r}")
+    dep = get_deployment(session, deployment)
+    current = effective_thresholds(session, dep).get(metric)
+    base = _levels_dict(current) if current else {"warn": None, "gate": None, "rollback": None,
+                                                  "higher_is_worse": not is_coverage(metric), "basis": "value"}
+    levels = Levels(**{**base, **changes})
     problems = metric_problems(metric, levels, config.deployment(deployment).checks())
     if problems:
-        raise ThresholdError("; ".join(problems))
-    dep = get_deployment(session, deployment)
+        kept = [f"{k}={base[k]}" for k in ("warn", "gate", "rollback") if k not in changes and base[k] is not None]
+        hint = f" (kept as in force: {', '.join(kept)}; name a level to change it, null to remove it)" if kept else ""
+        raise ThresholdError("; ".join(problems) + hint)
     last = session.scalar(sa.select(Threshold).where(Threshold.deployment_id == dep.id, Threshold.metric == metric)
                           .order_by(Threshold.version.desc()).limit(1))
     row = add_threshold(session, dep, metric, levels, last.version + 1 if last else 1, author.strip(),

@@ -27,14 +27,14 @@ def test_every_dag_has_tags_retries_and_docs(dagbag):
         assert dag.tags, dag_id
         assert dag.doc_md, dag_id
         for task in dag.tasks:
-            if task.task_id != "cleanup":
+            if task.task_id not in ("cleanup", "outcome"):   # deletes data / reports the verdicts: not retried
                 assert task.retries >= 1, f"{dag_id}.{task.task_id}"
 
 
 def test_privacy_audit_wiring(dagbag):
     dag = dagbag.dags["privacy_audit"]
     chain = ["deployments", "sample", "validate", "probe_jobs", "probe", "record", "evaluate", "act", "report",
-             "cleanup"]
+             "cleanup", "outcome"]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     # After the probes, each step runs whatever became of the others (and skips itself when its
@@ -42,6 +42,16 @@ def test_privacy_audit_wiring(dagbag):
     for task_id in chain[2:]:
         if task_id != "probe":
             assert dag.get_task(task_id).trigger_rule == "all_done", task_id
+
+
+def test_a_run_that_cannot_judge_ends_failed(dagbag):
+    """`outcome` is the last task of both audit DAGs (a leaf: it decides the DAG run's state), runs
+    whatever became of the others, and is not retried."""
+    for dag_id in ("privacy_audit", "embedding_drift"):
+        dag = dagbag.dags[dag_id]
+        outcome = dag.get_task("outcome")
+        assert "cleanup" in outcome.upstream_task_ids and not outcome.downstream_task_ids, dag_id
+        assert outcome.trigger_rule == "all_done" and outcome.retries == 0, dag_id
 
 
 def test_reaudits_flow_through_one_asset(dagbag):

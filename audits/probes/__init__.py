@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from pydantic import ValidationError
 
 from audits.errors import ConfigError
 from audits.probes.attribute_inference import AttributeInference
@@ -24,12 +27,28 @@ def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
         cls = PROBES[name]
     except KeyError:
         raise ConfigError(f"unknown probe {name!r}; expected one of {sorted(PROBES)}") from None
+    if not isinstance(params, dict | None):
+        raise ConfigError(f"probes.{name}: expected a mapping of parameters, found {type(params).__name__}")
+    if "seed" in (params or {}):
+        raise ConfigError(f"probes.{name}.seed: set by the run (from its identity), not configurable")
     try:
         return cls(seed=seed, **(params or {}))
-    except TypeError as exc:
-        raise ConfigError(f"probe {name}: bad parameters {sorted(params or {})}: {exc}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"probes.{name}: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(name, err) for err in exc.errors())) from None
+    except (TypeError, ValueError) as exc:  # a check across parameters, named "<parameter>: ..."
+        message = str(exc)
+        raise ConfigError(f"probes.{name}.{message}" if re.match(r"^\w+: ", message)
+                          else f"probes.{name}: {message}") from None
+
+
+def _problem(probe: str, err: dict) -> str:
+    """`probes.<probe>.<parameter>: <what was expected> (found <value>)`, one line."""
+    field = ".".join(str(part) for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) > 1)
+    if err["type"] == "unexpected_keyword_argument":
+        return f"probes.{probe}.{field}: unknown parameter of {probe}"
+    found = err.get("input")
+    shown = "" if isinstance(found, dict | list) or err["type"] == "missing_argument" else f" (found {found!r})"
+    return f"probes.{probe}.{field}: {err['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def metric_ranges() -> dict[str, tuple[float, float | None]]:

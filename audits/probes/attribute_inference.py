@@ -11,13 +11,14 @@ the classifier's accuracy minus that of always guessing the targets' most common
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, statistic_with_ci
-from audits.probes.base import Auxiliary
+from audits.probes.base import Auxiliary, Int, Real, parameters
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,9 @@ class AttributeInference:
     name = "attribute_inference"
     metrics: ClassVar[dict[str, tuple[float, float | None]]] = {"auc": (0, 1), "advantage": (-1, 1)}
 
-    def __init__(self, seed: int = 0, attribute: str = "label", regularization: float = 1.0,
-                 bootstrap_resamples: int = 1000) -> None:
-        if attribute != "label" and not attribute.startswith("has_"):
-            raise ValueError(f"attribute must be 'label' or 'has_<secret kind>', got {attribute!r}")
-        if regularization <= 0:
-            raise ValueError(f"regularization must be > 0, got {regularization}")
+    @parameters
+    def __init__(self, seed: int = 0, attribute: Annotated[str, Field(pattern=r"^(label|has_[a-z_]+)$")] = "label",
+                 regularization: Real(above=0, high=1e6) = 1.0, bootstrap_resamples: Int(100, 100_000) = 1000) -> None:
         self.seed = seed
         self.attribute = attribute
         self.regularization = regularization

@@ -29,13 +29,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, set_prf
-from audits.probes.base import Auxiliary
+from audits.probes.base import Auxiliary, Bool, Int, Real, parameters
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -90,14 +90,19 @@ class BowInversion:
     needs = ("texts",)
     common_word_share = 0.05
 
-    def __init__(self, seed: int = 0, vocab_size: int = 4000, min_count: int = 2, hidden: int = 1024,
-                 epochs: int = 30, learning_rate: float = 1e-3, batch_size: int = 128,
-                 weight_decay: float = 1e-5, dropout: float = 0.1, noise_draws: int = 8, layers: int = 1,
-                 positive_weight: str = "sqrt",
-                 validation_fraction: float = 0.15,
-                 bootstrap_resamples: int = 2000,
-                 stack: bool = True, reembed: bool = True, candidate_vocab: int = 20000, neighbours: int = 20,
-                 candidates: int = 50, stacker_iterations: int = 150, selection: str = "expected_f1") -> None:
+    @parameters
+    def __init__(self, seed: int = 0, vocab_size: Int(1, 1_000_000) = 4000, min_count: Int(1) = 2,
+                 hidden: Int(1, 65_536) = 1024, epochs: Int(1, 10_000) = 30,
+                 learning_rate: Real(above=0, high=10) = 1e-3, batch_size: Int(1, 1_000_000) = 128,
+                 weight_decay: Real(0, 10) = 1e-5, dropout: Real(0, below=1) = 0.1,
+                 noise_draws: Int(1, 1000) = 8, layers: Int(1, 2) = 1,
+                 positive_weight: Literal["sqrt", "balanced", "none"] = "sqrt",
+                 validation_fraction: Real(above=0, below=1) = 0.15,
+                 bootstrap_resamples: Int(100, 100_000) = 2000,
+                 stack: Bool = True, reembed: Bool = True, candidate_vocab: Int(0, 1_000_000) = 20000,
+                 neighbours: Int(0, 10_000) = 20, candidates: Int(1, 100_000) = 50,
+                 stacker_iterations: Int(1, 100_000) = 150,
+                 selection: Literal["expected_f1", "threshold"] = "expected_f1") -> None:
         self.seed = seed
         self.vocab_size = vocab_size
         self.min_count = min_count
@@ -107,21 +112,7 @@ class BowInversion:
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.dropout = dropout
-        self.noise_draws = max(1, noise_draws)
-        if layers not in (1, 2):
-            raise ValueError(f"bow_inversion.layers must be 1 or 2, got {layers}")
-        if positive_weight not in ("sqrt", "balanced", "none"):
-            raise ValueError(f"bow_inversion.positive_weight must be sqrt, balanced or none, got {positive_weight!r}")
-        for name, value, low in (("vocab_size", vocab_size, 1), ("min_count", min_count, 1), ("hidden", hidden, 1),
-                                 ("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                                 ("candidate_vocab", candidate_vocab, 0), ("neighbours", neighbours, 0),
-                                 ("candidates", candidates, 1), ("stacker_iterations", stacker_iterations, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"bow_inversion.{name} must be an integer >= {low}, got {value!r}")
-        if not 0 < validation_fraction < 1:
-            raise ValueError(f"bow_inversion.validation_fraction must be in (0, 1), got {validation_fraction}")
-        if selection not in ("expected_f1", "threshold"):
-            raise ValueError(f"bow_inversion.selection must be expected_f1 or threshold, got {selection!r}")
+        self.noise_draws = noise_draws
         self.selection = selection
         self.layers = layers
         self.positive_weight = positive_weight

@@ -13,14 +13,15 @@ many were scored.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from audits.corpora import secret_kind
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, proportion_with_ci
-from audits.probes.base import Auxiliary, Embed
+from audits.probes.base import Auxiliary, Embed, Int, parameters
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,11 @@ class CandidateInversion:
         "top1": (0, 1), "top5": (0, 1), "exposure_bits": (0, None)}
     needs = ("texts", "secrets")
 
-    def __init__(self, seed: int = 0, kinds: tuple[str, ...] | list[str] | None = ("surname", "condition", "secret"),
-                 candidates: int = 100, max_trials: int = 50, bootstrap_resamples: int = 2000) -> None:
-        if candidates < 2:
-            raise ValueError(f"candidate_inversion.candidates must be >= 2, got {candidates}")
-        if max_trials < 1:
-            raise ValueError(f"candidate_inversion.max_trials must be >= 1, got {max_trials}")
+    @parameters
+    def __init__(self, seed: int = 0,
+                 kinds: Annotated[tuple[str, ...], Field(min_length=1)] | None = ("surname", "condition", "secret"),
+                 candidates: Int(2, 100_000) = 100, max_trials: Int(1, 100_000) = 50,
+                 bootstrap_resamples: Int(100, 100_000) = 2000) -> None:
         self.seed = seed
         self.kinds = None if kinds is None else tuple(kinds)
         self.candidates = candidates

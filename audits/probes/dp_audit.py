@@ -51,7 +51,7 @@ from scipy.stats import beta, norm
 
 from audits.dp import Guarantee, Rates, epsilon_interval_cp, gdp_epsilon, mu_estimate_pooled
 from audits.errors import ProbeError
-from audits.probes.base import Auxiliary
+from audits.probes.base import Auxiliary, Int, Real, parameters
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -198,24 +198,14 @@ class DpAudit:
     # Oracles onto the pipeline: not state; the model cache drops them and `attach` restores them.
     live_attributes: ClassVar[tuple[str, ...]] = ("release_", "embed_")
 
-    def __init__(self, seed: int = 0, inputs: str = "worst_case", queries: int = 200_000,
-                 threshold_queries: int = 50_000, confidence: float = 0.95, delta: float | None = None,
-                 chunk: int = 20_000) -> None:
-        if inputs not in ("worst_case", "texts"):
-            raise ValueError(f"inputs must be 'worst_case' or 'texts', got {inputs!r}")
-        if not (isinstance(queries, int) and queries >= 1):
-            raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
-        if not (isinstance(threshold_queries, int) and threshold_queries >= 2):
-            raise ValueError(f"threshold_queries must be an integer >= 2, got {threshold_queries!r}")
+    @parameters
+    def __init__(self, seed: int = 0, inputs: Literal["worst_case", "texts"] = "worst_case",
+                 queries: Int(1, MAX_QUERIES) = 200_000, threshold_queries: Int(2, MAX_QUERIES) = 50_000,
+                 confidence: Real(0.5, below=1) = 0.95, delta: Real(0, below=1) | None = None,
+                 chunk: Int(1, 10_000_000) = 20_000) -> None:
         if queries + threshold_queries > MAX_QUERIES:
-            raise ValueError(f"queries + threshold_queries must be <= {MAX_QUERIES:,} per input, "
-                             f"got {queries + threshold_queries:,}")
-        if not 0.5 <= confidence < 1:
-            raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-        if delta is not None and not 0 <= delta < 1:
-            raise ValueError(f"delta must be in [0, 1), got {delta}")
-        if not (isinstance(chunk, int) and chunk >= 1):
-            raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+            raise ValueError(f"queries: queries + threshold_queries must be <= {MAX_QUERIES:,} per input, "
+                             f"found {queries + threshold_queries:,}")
         self.seed = seed
         self.inputs = inputs
         self.queries = queries

@@ -30,7 +30,7 @@ import numpy as np
 from audits.encoders import BUNDLED_MODEL, bundled_model_dir
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, proportion_with_ci, set_prf, statistic_with_ci
-from audits.probes.base import Auxiliary, Embed
+from audits.probes.base import Auxiliary, Bool, Embed, Int, Real, parameters
 from audits.probes.bow_inversion import _stop_words, content_words, flush_denormals
 from audits.results import Sample, Score
 
@@ -156,29 +156,16 @@ class GenerativeInversion:
     common_word_share = 0.05  # words in more than this share of aux texts identify nobody (as in bow_inversion)
     min_texts = 50
 
-    def __init__(self, seed: int = 0, decoder_init: str = BUNDLED_MODEL, layers: int = 3, prefix_tokens: int = 4,
-                 max_tokens: int = 48, epochs: int = 15, train_seconds: float = 570.0, learning_rate: float = 1e-3,
-                 batch_size: int = 32, dropout: float = 0.0, beam_size: int = 4, rerank: bool = True,
-                 max_targets: int = 200, bootstrap_resamples: int = 1000, correction_steps: int = 1,
-                 correction_alpha: float = 1.0) -> None:
-        for key, value, low in (("layers", layers, 1), ("prefix_tokens", prefix_tokens, 1),
-                                ("max_tokens", max_tokens, 2), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                                ("beam_size", beam_size, 1), ("max_targets", max_targets, 1),
-                                ("bootstrap_resamples", bootstrap_resamples, 10),
-                                ("correction_steps", correction_steps, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"generative_inversion.{key} must be an integer >= {low}, got {value!r}")
-        for key, value in (("train_seconds", train_seconds), ("learning_rate", learning_rate)):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"generative_inversion.{key} must be a number > 0, got {value!r}")
-        if not (isinstance(correction_alpha, int | float) and math.isfinite(correction_alpha)
-                and 0 < correction_alpha <= 4):
-            raise ValueError("generative_inversion.correction_alpha must be a number in (0, 4], "
-                             f"got {correction_alpha!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"generative_inversion.dropout must be in [0, 1), got {dropout!r}")
+    @parameters
+    def __init__(self, seed: int = 0, decoder_init: str = BUNDLED_MODEL, layers: Int(1, 48) = 3,
+                 prefix_tokens: Int(1, 64) = 4, max_tokens: Int(2, 512) = 48, epochs: Int(1, 10_000) = 15,
+                 train_seconds: Real(above=0, high=86_400) = 570.0, learning_rate: Real(above=0, high=10) = 1e-3,
+                 batch_size: Int(1, 4096) = 32, dropout: Real(0, below=1) = 0.0, beam_size: Int(1, 64) = 4,
+                 rerank: Bool = True, max_targets: Int(1, 100_000) = 200,
+                 bootstrap_resamples: Int(100, 100_000) = 1000, correction_steps: Int(0, 100) = 1,
+                 correction_alpha: Real(above=0, high=4) = 1.0) -> None:
         if decoder_init != BUNDLED_MODEL and not (Path(decoder_init).expanduser() / "config.json").is_file():
-            raise ValueError(f"generative_inversion.decoder_init: {decoder_init} is not a Hugging Face model "
+            raise ValueError(f"decoder_init: {decoder_init} is not a Hugging Face model "
                              f"directory (no config.json); use {BUNDLED_MODEL!r} or a path")
         self.seed = seed
         self.decoder_init = decoder_init

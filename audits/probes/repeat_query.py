@@ -44,7 +44,6 @@ at max_queries x chunk x dimension floats per call (the targets go in chunks).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any, ClassVar
 
@@ -52,7 +51,7 @@ import numpy as np
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, set_prf
-from audits.probes.base import Auxiliary, Embed
+from audits.probes.base import Auxiliary, Embed, Int, parameters
 from audits.probes.bow_inversion import BowInversion, _stop_words, content_words
 from audits.results import Sample, Score
 
@@ -62,11 +61,6 @@ MAX_QUERIES = 64
 QUERY_COUNTS = tuple(2**i for i in range(MAX_QUERIES.bit_length()))  # 1, 2, 4, ..., 64
 # Floats drawn per oracle call at most (64 MiB of float32): the targets are sent in chunks.
 _CHUNK_FLOATS = 16 * 2**20
-
-
-def _bow_parameters() -> dict[str, inspect.Parameter]:
-    return {name: p for name, p in inspect.signature(BowInversion.__init__).parameters.items()
-            if name not in ("self", "seed")}
 
 
 class RepeatQuery:
@@ -86,29 +80,16 @@ class RepeatQuery:
     # The live pipeline is not state: the model cache strips it and `attach` puts it back.
     live_attributes: ClassVar[tuple[str, ...]] = ("embed_",)
 
-    def __init__(self, seed: int = 0, max_queries: int = MAX_QUERIES, max_targets: int = 500,
-                 **bow_params: Any) -> None:
-        if not isinstance(max_queries, int) or isinstance(max_queries, bool) or max_queries not in QUERY_COUNTS:
-            raise ValueError(f"repeat_query.max_queries must be a power of two from 1 to {MAX_QUERIES}, "
-                             f"got {max_queries!r}")
-        if not isinstance(max_targets, int) or isinstance(max_targets, bool) or max_targets < 1:
-            raise ValueError(f"repeat_query.max_targets must be an integer >= 1, got {max_targets!r}")
-        accepted = _bow_parameters()
-        unknown = sorted(set(bow_params) - set(accepted))
-        if unknown:
-            raise TypeError(f"repeat_query: unknown parameters {unknown}; besides max_queries and max_targets "
-                            f"it takes bow_inversion's: {sorted(accepted)}")
-        for key, value in bow_params.items():
-            default = accepted[key].default
-            expected = (int, float) if type(default) is float else type(default)
-            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
-                raise ValueError(f"repeat_query.{key} (for bow_inversion) must be a {type(default).__name__}, "
-                                 f"got {value!r}")
+    @parameters
+    def __init__(self, seed: int = 0, max_queries: Int(1, MAX_QUERIES) = MAX_QUERIES,
+                 max_targets: Int(1, 100_000) = 500, **bow_params: Any) -> None:
+        if max_queries not in QUERY_COUNTS:
+            raise ValueError(f"max_queries: expected a power of two from 1 to {MAX_QUERIES}, found {max_queries}")
+        BowInversion(seed=seed, **bow_params)  # its own checks, reported under repeat_query's name
         self.seed = seed
         self.max_queries = max_queries
         self.max_targets = max_targets
         self.bow_params = dict(bow_params)
-        BowInversion(seed=seed, **bow_params)  # its own checks: ValueError on a bad value
         self.embed_: Embed | None = None
 
     @property

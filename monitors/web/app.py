@@ -7,21 +7,20 @@ monitors.thresholds.set_threshold and monitors.gates.change only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from audits.errors import ConfigError, EmbwardenError
 from monitors import gates
 from monitors import thresholds as threshold_api
-from monitors.config import load_config
+from monitors.config import Bool, Float, load_config
 from monitors.database import session_scope
 from monitors.ledger import Deployment
-from monitors.policy import Levels
 from monitors.web import queries
 from monitors.web.auth import LoginRequired, api_user, gate_reader, login_url, may_write, page_user, user_name, writer
 
@@ -29,7 +28,18 @@ HERE = Path(__file__).parent
 PREFIX = "/embwarden"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
+def _no_nul_in_url(request: Request) -> None:
+    """A NUL character in the path or the query cannot name anything the ledger stores: 422, not a 500."""
+    query = request.query_params.multi_items()
+    where = ["path"] if "\x00" in request.url.path else next(
+        (["query", key] for key, value in query if "\x00" in key + value), None)
+    if where:
+        detail = [{"loc": where, "msg": "holds a NUL character (\\u0000)", "type": "value_error"}]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
+
+
 app = FastAPI(title="embwarden", version="1", openapi_url=None, docs_url=None, redoc_url=None,
+              dependencies=[Depends(_no_nul_in_url)],
               description="Privacy audits of text embeddings: the ledger's deployments, runs, scores, "
                           "thresholds and gates. Every route needs an Airflow user (Bearer JWT or the "
                           "`_token` cookie); writes need the admin role.")
@@ -39,19 +49,40 @@ PageUser = Annotated[BaseUser, Depends(page_user)]
 Writer = Annotated[BaseUser, Depends(writer)]
 
 
-class ThresholdBody(BaseModel):
+class _Body(BaseModel):
+    """A JSON body: unknown fields refused, and no NUL character in any string (PostgreSQL refuses
+    them; the user gets a 422 naming the field, not a 500)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("holds a NUL character (\\u0000), which text fields cannot store")
+        return value
+
+
+Level = Annotated[Float | None, Field(allow_inf_nan=False)]
+
+
+class ThresholdBody(_Body):
+    """Levels not given keep the value in force; a level given as null is removed."""
+
     metric: str = Field(min_length=1, max_length=130, description="probe.metric, e.g. bow_inversion.token_f1")
-    warn: float | None = None
-    gate: float | None = None
-    rollback: float | None = None
-    higher_is_worse: bool = True
+    warn: Level = None
+    gate: Level = None
+    rollback: Level = None
+    higher_is_worse: Bool = True
     basis: Literal["value", "ci_low", "ci_high"] = "value"
     reason: str = Field(max_length=2000, description="why; recorded with the change")
 
+    def changes(self) -> dict[str, Any]:
+        """The levels this request names (JSON null included), not their defaults."""
+        return self.model_dump(include=self.model_fields_set & set(threshold_api.LEVEL_FIELDS))
 
-class GateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+class GateBody(_Body):
     action: Literal["close_gate", "reopen_gate", "rollback", "activate"]
     reason: str = Field(max_length=2000)
     version: str | None = Field(default=None, max_length=64)
@@ -137,11 +168,8 @@ def api_set_threshold(deployment: str, body: ThresholdBody, user: Writer) -> dic
         config = load_config()
         with session_scope() as session:
             _known(session, deployment)
-            change = threshold_api.set_threshold(
-                session, config, deployment, body.metric,
-                Levels(warn=body.warn, gate=body.gate, rollback=body.rollback,
-                       higher_is_worse=body.higher_is_worse, basis=body.basis),
-                author=user_name(user), reason=body.reason)
+            change = threshold_api.set_threshold(session, config, deployment, body.metric, body.changes(),
+                                                 author=user_name(user), reason=body.reason)
     except threshold_api.ThresholdError as exc:
         raise _refused(str(exc), body.metric) from None
     except ConfigError as exc:

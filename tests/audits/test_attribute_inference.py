@@ -44,7 +44,7 @@ def test_reproducible_for_a_seed(vectors):
 
 
 def test_clear_errors():
-    with pytest.raises(ConfigError, match="attribute must be 'label' or 'has_<secret kind>'"):
+    with pytest.raises(ConfigError, match=r"probes.attribute_inference.attribute: String should match .*label\|has_"):
         make_probe("attribute_inference", {"attribute": "gender"})
     probe = make_probe("attribute_inference")
     with pytest.raises(ProbeError, match="auxiliary corpus has no labels"):

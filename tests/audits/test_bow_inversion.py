@@ -87,7 +87,7 @@ def test_probe_registry_names_unknown_probes():
 
     with pytest.raises(ConfigError, match="unknown probe 'nope'"):
         make_probe("nope")
-    with pytest.raises(ConfigError, match="bad parameters"):
+    with pytest.raises(ConfigError, match="probes.bow_inversion.wings: unknown parameter of bow_inversion"):
         make_probe("bow_inversion", {"wings": 2})
 
 
@@ -135,12 +135,19 @@ def test_stacked_attack_works_without_an_oracle_and_under_noise(real_text):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"epochs": 0}, "epochs must be an integer >= 1"),
-    ({"candidates": 0}, "candidates must be an integer >= 1"),
-    ({"neighbours": -1}, "neighbours must be an integer >= 0"),
-    ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
-    ({"selection": "best"}, "selection must be expected_f1 or threshold"),
+    ({"epochs": 0}, r"epochs\n.*greater than or equal to 1"),
+    ({"epochs": -5}, r"epochs\n.*greater than or equal to 1"),
+    ({"epochs": "lots"}, r"epochs\n.*valid integer"),
+    ({"epochs": 2.0}, r"epochs\n.*valid integer"),
+    ({"candidates": 0}, r"candidates\n.*greater than or equal to 1"),
+    ({"neighbours": -1}, r"neighbours\n.*greater than or equal to 0"),
+    ({"validation_fraction": 1.0}, r"validation_fraction\n.*less than 1"),
+    ({"validation_fraction": 2}, r"validation_fraction\n.*less than 1"),
+    ({"bootstrap_resamples": 0}, r"bootstrap_resamples\n.*greater than or equal to 100"),
+    ({"learning_rate": True}, r"learning_rate\n.*not true or false"),
+    ({"selection": "best"}, r"selection\n.*'expected_f1' or 'threshold'"),
 ])
 def test_bad_parameters_are_refused(params, message):
+    """An untrained (epochs 0) or broken probe is refused when built, never scored as real."""
     with pytest.raises(ValueError, match=message):
         BowInversion(**params)

@@ -50,5 +50,5 @@ def test_needs_an_oracle_and_known_secrets():
         probe.score(Sample(("1",), np.ones((1, 2), np.float32), ("text",), "v"))
     with pytest.raises(ProbeError, match="no target has a secret"):
         probe.score(Sample(("1",), np.ones((1, 2), np.float32), ("text",), "v", secrets=({"email": "x"},)))
-    with pytest.raises(ConfigError, match="probes.candidate_inversion: .*candidates must be >= 2, got 1"):
+    with pytest.raises(ConfigError, match=r"probes.candidate_inversion.candidates: .* equal to 2 \(found 1\)"):
         make_probe("candidate_inversion", {"candidates": 1})

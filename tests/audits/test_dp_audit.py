@@ -224,9 +224,11 @@ def test_parameters_are_validated_and_the_probe_is_registered():
     assert PROBES["dp_audit"] is DpAudit and make_probe("dp_audit").needs == ()
     assert {"dp_audit.empirical_epsilon", "dp_audit.empirical_epsilon_cp", "dp_audit.epsilon_ratio"} <= \
         set(metric_ranges())
-    for bad, match in [({"inputs": "vectors"}, "inputs must be"), ({"queries": 0}, "queries must be"),
-                       ({"queries": 240_000}, "<= 250,000"), ({"confidence": 1.0}, "confidence"),
-                       ({"delta": 1.0}, "delta"), ({"chunk": 0}, "chunk")]:
+    for bad, match in [({"inputs": "vectors"}, r"probes.dp_audit.inputs: Input should be 'worst_case' or 'texts'"),
+                       ({"queries": 0}, r"probes.dp_audit.queries: Input should be greater than or equal to 1"),
+                       ({"queries": 240_000}, "<= 250,000"), ({"confidence": 1.0}, "probes.dp_audit.confidence"),
+                       ({"delta": 1.0}, "probes.dp_audit.delta"), ({"chunk": 0}, "probes.dp_audit.chunk"),
+                       ({"queries": True}, "probes.dp_audit.queries: Input should be a valid integer")]:
         with pytest.raises(ConfigError, match=match):
             make_probe("dp_audit", bad)
     with pytest.raises(ProbeError, match="before fit"):

@@ -136,4 +136,23 @@ def test_leaky_deployment_is_gated_and_rolled_back_through_airflow(airflow_env, 
         assert gate[:2] == ("closed", "incident 7: vendor asked us to pause") and gate[2].startswith("privacy_gate/")
         assert conn.execute(sa.text("SELECT count(*) FROM actions WHERE kind = 'close_gate' AND audit_run_id IS NULL"
                                     )).scalar() == 1
+
+    # An audit that cannot judge (a NaN vector: the sample is invalid) ends the DAG run failed in
+    # Airflow's grid, not green with one red task; the report and the cleanup still run.
+    with ledger.begin() as conn:
+        conn.execute(sa.text("UPDATE prod_vectors SET embedding[3] = 'NaN' WHERE version = 'v1'"))
+    invalid = dags_test(env)
+    with ledger.connect() as conn:
+        assert conn.execute(sa.text("SELECT verdict FROM audit_runs ORDER BY id DESC LIMIT 1")).scalar() == "invalid"
+    meta = sa.create_engine(metadata_url)
+    with meta.connect() as conn:
+        run_id, state = conn.execute(sa.text("SELECT run_id, state FROM dag_run WHERE dag_id = 'privacy_audit' "
+                                             "ORDER BY id DESC LIMIT 1")).one()
+        tasks = dict(conn.execute(sa.text("SELECT task_id, state FROM task_instance WHERE dag_id = 'privacy_audit' "
+                                          "AND run_id = :r AND map_index <= 0"), {"r": run_id}).all())
+    meta.dispose()
+    assert state == "failed", invalid.stdout[-3000:]
+    assert (tasks["validate"], tasks["report"], tasks["cleanup"], tasks["outcome"]) == (
+        "failed", "success", "success", "failed"), tasks
+    assert "could not judge support-search: invalid" in invalid.stdout + invalid.stderr
     ledger.dispose()

@@ -188,7 +188,7 @@ def test_one_incident_one_alert_escalation_and_resolution(setup, mail_catcher):
         flags = [arg for level, value in levels.items() for arg in (f"--{level}", str(value))]
         assert cli(["thresholds", "set", DEP, "bow_inversion.token_f1", *flags, "--reason", "tighten"]) == 0
 
-    set_levels(warn=0.05, gate=0.9)
+    set_levels(warn=0.05, gate=0.9, rollback="none")
     audit("run-1")
     audit("run-2")
     assert [m["Subject"] for m in mail_catcher.messages] == ["[embwarden] support-search v1: warn"]
@@ -240,3 +240,82 @@ def test_rollback_without_a_passing_version_still_alerts_and_fails_once(setup, m
     assert "ROLLBACK FAILED: rollback of support-search: no other version has passed an audit" in html_of(mail)
     with session_scope() as session:
         assert status(session, DEP).state == "closed"
+
+
+def test_the_ledger_vanishing_mid_alert_sends_no_second_mail(setup, ledger, pg_admin_url, monkeypatch, mail_catcher,
+                                                              webhook_receiver, capsys):
+    """The mail leaves, then the ledger's database stops taking connections before `sent` is written.
+    Airflow's retry of `act` used to send the mail again; the attempt is now recorded first, so the
+    retry leaves it alone, and a resend by hand carries the same Message-ID for receivers to drop."""
+    from monitors import notifiers
+
+    audit("run-1")
+    with session_scope() as session:
+        activate(session, DEP, "v2", actor="test", reason="deploy v2")
+    ref = runs.sample(DEP, DAG, "run-2")
+    runs.validate(DEP, DAG, "run-2")
+    for job in runs.probe_jobs([DEP], DAG, "run-2"):
+        runs.probe(job["ref"], job["probe"])
+    runs.record(DEP, DAG, "run-2")
+    runs.evaluate(DEP, DAG, "run-2")
+    name = sa.engine.make_url(ledger).database
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+
+    def set_connections(allowed: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'))
+            if not allowed:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                             {"n": name})
+
+    real_deliver = notifiers.deliver
+
+    def deliver_then_lose_the_ledger(alert, channel, delivery_id=None):
+        real_deliver(alert, channel, delivery_id)
+        if channel.kind == "email":
+            set_connections(False)
+
+    monkeypatch.setattr(notifiers, "deliver", deliver_then_lose_the_ledger)
+    try:
+        with pytest.raises(Exception, match="unreachable"):
+            runs.act(DEP, DAG, "run-2")
+    finally:
+        set_connections(True)
+    assert len(mail_catcher.messages) == 1
+    runs.act(DEP, DAG, "run-2")                                      # Airflow's retry
+    assert len(mail_catcher.messages) == 1 and len(webhook_receiver.requests) == 1
+    with session_scope() as session:
+        mail = session.scalar(sa.select(AlertRecord).where(AlertRecord.audit_run_id == ref["audit_run_id"],
+                                                           AlertRecord.channel == "email:embwarden_smtp"))
+        assert (mail.status, mail.attempts) == ("sending", 1)
+    assert cli(["alerts", "list"]) == 0
+    assert "email:embwarden_smtp outcome unknown" in capsys.readouterr().out
+    monkeypatch.setattr(notifiers, "deliver", real_deliver)
+    assert cli(["alerts", "retry"]) == 0                             # a person decides to send it again
+    first, second = mail_catcher.messages
+    assert first["Message-ID"] == second["Message-ID"] and first["Message-ID"].startswith("<embwarden-alert-")
+    admin.dispose()
+
+
+def test_an_old_undelivered_alert_is_superseded_by_a_newer_one_not_sent_after_it(setup, ledger, monkeypatch,
+                                                                                  mail_catcher):
+    """run-1 cannot read its source and its `error` mail fails; run-2 passes and mails `resolved`. The
+    old `error` used to be retried after it and arrive last, saying the opposite of the truth."""
+    engine = sa.create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE prod_vectors RENAME TO prod_vectors_moved"))
+    monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", smtp_connection(free_port()))   # nothing listens
+    with pytest.raises(Exception, match="does not exist"):
+        runs.sample(DEP, DAG, "run-1")
+    with pytest.raises(AlertsUndelivered):
+        runs.act(DEP, DAG, "run-1")
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE prod_vectors_moved RENAME TO prod_vectors"))
+    engine.dispose()
+    monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", mail_catcher.connection())
+    audit("run-2")
+    assert [m["Subject"] for m in mail_catcher.messages] == ["[embwarden] resolved: support-search v1: pass"]
+    with session_scope() as session:
+        old = session.scalar(sa.select(AlertRecord).where(AlertRecord.channel == "email:embwarden_smtp")
+                             .order_by(AlertRecord.id).limit(1))
+        assert old.kind == "opened" and old.status == "superseded" and old.payload["verdict"] == "error"

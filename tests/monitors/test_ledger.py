@@ -113,3 +113,14 @@ def test_an_unmigrated_ledger_says_what_to_do(pg_url):
     with pytest.raises(LedgerUnavailable, match="no embwarden tables: run `embwarden migrate`"):
         with session_scope(pg_url) as session:
             get_deployment(session, "support-search")
+
+
+def test_a_vanished_ledger_database_is_not_called_unmigrated(pg_url):
+    """A database that is gone needs its database back, not `embwarden migrate` (it used to say so)."""
+    from monitors.registry import get_deployment
+
+    gone = sa.engine.make_url(pg_url).set(database="embwarden_no_such_db").render_as_string(hide_password=False)
+    with pytest.raises(LedgerUnavailable, match='unreachable: .*"embwarden_no_such_db" does not exist') as info:
+        with session_scope(gone) as session:
+            get_deployment(session, "support-search")
+    assert "migrate" not in str(info.value)

@@ -74,6 +74,7 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
         assert {s.key for s in run.scores} == {"bow_inversion.token_precision", "bow_inversion.token_recall",
                                                "bow_inversion.token_f1", "coverage.embedding", "coverage.vocabulary"}
         activate(session, "support-search", "v2", actor="test", reason="deploy v2")
+    assert runs.outcome([DEP], DAG, "run-1") == {DEP: "pass"}
 
     second = audit("run-2")
     with session_scope() as session:
@@ -160,16 +161,51 @@ def test_a_nan_vector_makes_the_run_invalid_and_records_no_scores(setup, ledger)
         assert session.scalar(sa.select(sa.func.count()).select_from(Score)) == 0
 
 
-def test_a_missing_source_table_fails_the_run_and_may_be_retried(setup, ledger):
+def test_repeated_ids_in_a_table_without_a_primary_key_make_the_run_invalid(setup, ledger):
+    """Rows sharing an id all reach validation (they used to be collapsed into one, and the run passed)."""
     engine = sa.create_engine(ledger)
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE prod_vectors"))
+        conn.execute(sa.text("ALTER TABLE prod_vectors DROP CONSTRAINT prod_vectors_pkey"))
+        conn.execute(sa.text("INSERT INTO prod_vectors SELECT * FROM prod_vectors WHERE version = 'v1' AND id % 3 = 0"))
     engine.dispose()
-    with pytest.raises(SourceError, match="table 'prod_vectors'.* does not exist"):
+    runs.sample(DEP, DAG, "run-1")
+    with pytest.raises(AirflowFailException, match=r"expect_column_values_to_be_unique\(id\): \d+ failing rows \d+"):
+        runs.validate(DEP, DAG, "run-1")
+    assert runs.probe_jobs([DEP], DAG, "run-1") == []
+    with session_scope() as session:
+        run = session.scalar(sa.select(AuditRun))
+        assert (run.status, run.verdict) == ("invalid", "invalid")
+        repeated = [int(i) for i in re.search(r"unique\(id\): \d+ failing rows ([\d, ]+)", run.error)[1].split(", ")]
+        assert repeated and all(i % 3 == 0 for i in repeated), run.error
+    with pytest.raises(AirflowFailException, match="could not judge support-search: invalid"):
+        runs.outcome([DEP], DAG, "run-1")    # the DAG run ends failed, not green
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("DROP TABLE prod_vectors", r"table 'prod_vectors'.* does not exist"),
+    ("ALTER TABLE prod_vectors RENAME COLUMN body TO text", r"source.columns.text: column 'body' not found"),
+])
+def test_a_misconfigured_source_fails_the_run_at_once_without_retries(setup, ledger, change, message):
+    """A missing table or column will be as missing on a retry: Airflow must not wait out 2 x 5 minutes."""
+    engine = sa.create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(sa.text(change))
+    engine.dispose()
+    with pytest.raises(AirflowFailException, match=message):
         runs.sample("support-search", DAG, "run-1")
     with session_scope() as session:
         run = session.scalar(sa.select(AuditRun))
-        assert run.status == "failed" and run.verdict is None and "does not exist" in run.error
+        assert run.status == "failed" and run.verdict is None and re.search(message, run.error)
+        assert runs.RETRYABLE not in run.error
+
+
+def test_an_unreachable_source_is_retried(setup, tmp_path, monkeypatch):
+    config = write_config(tmp_path / "down.yaml", source_url="postgresql://postgres@127.0.0.1:1/x")
+    monkeypatch.setenv("EMBWARDEN_CONFIG", str(config))
+    with pytest.raises(SourceError, match="cannot reach"):
+        runs.sample("support-search", DAG, "run-1")
+    with session_scope() as session:
+        assert session.scalar(sa.select(AuditRun.error)).startswith(f"{runs.RETRYABLE} sample: SourceUnavailable")
 
 
 def test_an_unexpected_error_keeps_airflow_retries_and_a_run_without_scores_fails(setup):
@@ -225,10 +261,14 @@ def test_probes_run_apart_score_canaries_when_the_sample_lacks_secrets_and_one_f
         targets = {(s.probe, s.target) for s in run.scores}
         assert targets == {("bow_inversion", "sample"), ("candidate_inversion", "canaries"), ("coverage", "sample")}
         assert {s.metric for s in run.scores if s.probe == "candidate_inversion"} == {"top1", "top5", "exposure_bits"}
-        assert run.status == "succeeded" and run.verdict == "pass"
+        # What the failed probe would have found is unknown: never a pass (it used to be one).
+        assert run.status == "succeeded" and run.verdict == "inconclusive"
         assert run.error.startswith("attribute_inference: ProbeError")
     report = (Path(ref["artifact_dir"]) / "report.html").read_text()
     assert "Probes that failed" in report and "canaries" in report
+    assert "Inconclusive: The probe attribute_inference failed" in report
+    with pytest.raises(AirflowFailException, match="could not judge support-search: inconclusive"):
+        runs.outcome([DEP], DAG, "run-1")
 
 
 def test_a_retried_step_resumes_the_run_after_a_transient_error(setup):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.service import gate_under_load
 from monitors.config import load_config
 from monitors.database import session_scope
 from monitors.gate_client import GateClient
@@ -137,3 +138,15 @@ def test_gate_client_fails_closed_when_the_service_is_unreachable() -> None:
         gate = GateClient(f"http://127.0.0.1:{port}/v1/gates/{DEP}", timeout=0.5)
         assert not gate.is_open()
         assert gate.state()["state"] == "closed" and "unreachable" in gate.reason
+
+
+def test_no_answer_leaves_after_the_gate_closes_under_load(config_file: Path, ledger: str) -> None:
+    """16 clients keep the encoder's queue longer than the gate's staleness; the gate closes, reopens
+    and closes again. Before the fix requests admitted while open were answered seconds after the
+    close; now every 200 leaves within the staleness (TTL) of a close, plus scheduling slack."""
+    ttl = 0.3
+    with running(create_app(DEP, str(config_file), cache_seconds=ttl)) as base:
+        result = gate_under_load(base, lambda state: add_gate_event(ledger, state, f"load test: {state}"),
+                                 clients=16, texts_per_request=32, phases=(2.0, 2.0, 1.5, 2.0))
+    assert result.other == [] and result.served > 10 and result.refused > 10, result
+    assert result.leak_seconds <= ttl + 0.5, result

@@ -193,6 +193,16 @@ def test_admin_changes_a_threshold_and_bad_ones_are_refused_naming_the_field(ser
     assert '"metric"' in refused({"metric": "bow_inversion.nope"})
     assert '"basis"' in refused({"basis": "median"})                # pydantic names it too
     assert '"warn"' in refused({"warn": "lots"})
+    assert '"warn"' in refused({"warn": True})                      # not read as 1.0
+    assert '"reason"' in refused({"reason": "nul \u0000 byte"})    # a 422 naming the field, not a 500
+    nul = admin.get(f"/embwarden/api/runs?deployment={DEP}%00")
+    assert nul.status_code == 422 and "NUL" in nul.text, nul.text
+    # Only `warn` named: gate, rollback and basis stay as they are; a level sent as null is removed.
+    r = admin.post(url, json={"metric": "bow_inversion.token_f1", "warn": 0.42, "reason": "warn a bit later"})
+    assert r.status_code == 200, r.text
+    assert r.json()["new"] == {"warn": 0.42, "gate": 0.48, "rollback": 0.6, "higher_is_worse": True, "basis": "ci_low"}
+    r = admin.post(url, json={"metric": "bow_inversion.token_f1", "rollback": None, "reason": "no automatic rollback"})
+    assert r.status_code == 200 and r.json()["new"]["rollback"] is None and r.json()["new"]["gate"] == 0.48, r.text
     # CSRF: a form post (or any non-JSON body) is refused even with a valid credential.
     form = admin.post(url, data={k: str(v) for k, v in body.items()})
     assert form.status_code == 415, form.text
