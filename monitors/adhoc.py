@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from audits import corpora
 from audits.audit import Auditor, embed_corpus, has, needs_of
@@ -21,6 +22,7 @@ from audits.errors import ConfigError
 from audits.pipeline import Pipeline
 from audits.probes import PROBES, make_probe
 from audits.transforms import GaussianNoise, Identity, describe_guarantee, make_transform
+from monitors.config import MAX_SIGMA, TransformConfig, format_errors
 
 # generative_inversion trains for minutes: run it when asked for by name.
 DEFAULT_PROBES = ("bow_inversion", "candidate_inversion", "attribute_inference")
@@ -47,15 +49,24 @@ def run(spec: AdhocAudit) -> dict:
     unknown = sorted(set(spec.probes or ()) - set(PROBES))
     if unknown:
         raise ConfigError(f"--probes: unknown probe(s) {unknown}; expected some of {sorted(PROBES)}")
+    if not isinstance(params, dict):
+        raise ConfigError(f"--params: expected a JSON object of probe -> parameters, found {type(params).__name__}")
     bad = sorted(set(params) - set(PROBES))
     if bad:
         raise ConfigError(f"--params: unknown probe(s) {bad}; expected some of {sorted(PROBES)}")
-    if not (spec.noise_sigma >= 0 and np.isfinite(spec.noise_sigma)):
-        raise ConfigError(f"--noise-sigma: expected a finite number >= 0, got {spec.noise_sigma}")
+    for name, probe_params in params.items():   # every parameter checked before anything is embedded
+        make_probe(name, probe_params, seed=spec.seed)
+    if not (0 <= spec.seed < 2**32):
+        raise ConfigError(f"--seed: expected an integer from 0 to {2**32 - 1}, found {spec.seed}")
+    if not (0 <= spec.noise_sigma <= MAX_SIGMA):
+        raise ConfigError(f"--noise-sigma: expected a number from 0 to {MAX_SIGMA}, found {spec.noise_sigma}")
     if spec.transform is not None and spec.noise_sigma > 0:
         raise ConfigError("give --transform or --noise-sigma, not both")
     if spec.transform is not None:
-        transform = make_transform(spec.transform)
+        try:
+            transform = make_transform(TypeAdapter(TransformConfig).validate_python(spec.transform).spec())
+        except ValidationError as exc:
+            raise ConfigError("--transform: " + format_errors(exc)) from None
     else:
         transform = GaussianNoise(spec.noise_sigma) if spec.noise_sigma > 0 else Identity()
     pipeline = Pipeline(LocalEncoder(resolve_model_dir(spec.encoder)), transform)

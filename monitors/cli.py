@@ -76,20 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     sv = sub.add_parser("serve", help="run the reference embedding service of a deployment (honours its gate)")
     sv.add_argument("deployment")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=_port, default=8000)
     au = sub.add_parser("audit", help="probe a model directory on your own texts (pre-deployment check)")
     au.add_argument("--encoder", required=True, help="Hugging Face model directory, or bundled:all-MiniLM-L6-v2")
     au.add_argument("--aux", required=True,
                     help="the attacker's texts: a JSONL or Parquet file, synthetic[:SIZE] (templated PII messages), "
                          "general[:SIZE] (real English from Debian's packages), or several joined by +")
     au.add_argument("--targets", required=True, type=Path, help="texts to attack: JSONL or Parquet")
-    au.add_argument("--noise-sigma", type=float, default=0.0, help="Gaussian noise the pipeline adds (default 0)")
-    au.add_argument("--transform", type=json.loads, default=None,
+    au.add_argument("--noise-sigma", type=_number("--noise-sigma"), default=0.0,
+                    help="Gaussian noise the pipeline adds (default 0)")
+    au.add_argument("--transform", type=_json_object("--transform"), default=None,
                     help="the pipeline's transform as in embwarden.yaml, e.g. "
                          '\'{"kind": "clip_gaussian", "epsilon": 1000}\'')
     au.add_argument("--probes", type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
                     help="comma-separated probes (default: the CPU probes the targets can feed)")
-    au.add_argument("--params", type=json.loads, default=None,
+    au.add_argument("--params", type=_json_object("--params"), default=None,
                     help='probe parameters as JSON, e.g. \'{"bow_inversion": {"epochs": 10}}\'')
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--naive", action="store_true", help="train on clean vectors (a noise-unaware attacker)")
@@ -155,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embwarden: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, found {text!r}")
+    return int(text)
 
 
 def _number(field: str, none: bool = False):
@@ -280,7 +287,7 @@ def _add_frontier_parsers(sub) -> None:
     ve_add = ve_sub.add_parser("add", help="add a version: an encoder (copied) and a transform; refuses a used name")
     ve_add.add_argument("deployment")
     ve_add.add_argument("name")
-    ve_add.add_argument("--transform", required=True, type=_json_object("--transform"),
+    ve_add.add_argument("--transform", required=True, type=_json_object,
                         help='as in embwarden.yaml, e.g. \'{"kind": "clip_gaussian", "epsilon": 3000}\'')
     ve_add.add_argument("--from", dest="from_version", metavar="VERSION",
                         help="copy this version's encoder (default: the active version's)")

@@ -37,6 +37,7 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, BeforeValidator(not_bool)]
 Bool = Annotated[bool, Strict()]
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
+MAX_SIGMA = 100.0   # Gaussian noise beyond this leaves nothing of a unit vector: surely a typo
 
 
 class _Model(BaseModel):
@@ -177,23 +178,23 @@ class _TransformModel(_Model):
 
 class GaussianNoiseConfig(_TransformModel):
     kind: Literal["gaussian_noise"]
-    sigma: Float = Field(ge=0, le=100, allow_inf_nan=False)  # beyond 100 a unit vector is all noise
+    sigma: Float = Field(ge=0, le=MAX_SIGMA, allow_inf_nan=False)
 
 
 class ClipGaussianConfig(_TransformModel):
     """Clip to `clip_norm`, analytic Gaussian noise for (epsilon, delta)-DP per query."""
 
     kind: Literal["clip_gaussian"]
-    epsilon: Float = Field(gt=0, allow_inf_nan=False)
+    epsilon: Float = Field(gt=0, le=1e6, allow_inf_nan=False)
     delta: Float = Field(default=1e-5, gt=0, lt=1)
-    clip_norm: Float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    clip_norm: Float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
 
 
 class VonMisesFisherConfig(_TransformModel):
     """Pure epsilon-DP noise on the unit sphere (von Mises-Fisher, kappa = epsilon / 2)."""
 
     kind: Literal["vmf"]
-    epsilon: Float = Field(gt=0, allow_inf_nan=False)
+    epsilon: Float = Field(gt=0, le=1e6, allow_inf_nan=False)   # beyond, kappa overflows (and nothing is hidden)
 
 
 class RandomProjectionConfig(_TransformModel):
@@ -519,13 +520,22 @@ def load_config(path: str | Path | None = None) -> EmbwardenConfig:
     try:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
     try:
         return EmbwardenConfig.model_validate({**data, "base_dir": path.parent})
     except ValidationError as exc:
         raise ConfigError(f"{path}: " + format_errors(exc)) from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: what is wrong, and where."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def read_text(path: Path) -> str:
@@ -543,10 +553,11 @@ def format_errors(exc: ValidationError) -> str:
     """One line per problem: dotted field path, what was expected, and what was found."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        loc = ".".join(str(p) if re.fullmatch(r"[\w.\[\]:-]+", str(p)) else repr(str(p))   # a key with odd characters
+                       for p in err["loc"] if not str(p).startswith("function-after"))
         # Discriminated unions add the tag to the path; it is not a field the user wrote.
-        loc = re.sub(r"\.(sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"
-                     r"|quantize|synthetic|general|production|mixed|email|webhook)(?=\.|$)", "", loc)
+        loc = re.sub(r"(^|\.)(sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"
+                     r"|quantize|synthetic|general|production|mixed|email|webhook)(?=\.|$)", "", loc).lstrip(".")
         found = err.get("input")
         shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
         msg = err["msg"].removeprefix("Value error, ")

@@ -20,14 +20,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, WithJsonSchema, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -152,7 +152,11 @@ class Pipelines:
 class EmbeddingRequest(BaseModel):
     """The OpenAI embeddings request. `model` is accepted and ignored: the ledger decides the version."""
 
-    input: Any
+    # Checked by `_texts` (messages naming the index); the schema documents what is accepted.
+    input: Annotated[Any, WithJsonSchema({"anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": MAX_INPUT_CHARS},
+        {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS,
+         "items": {"type": "string", "minLength": 1, "maxLength": MAX_INPUT_CHARS}}]})]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
 

@@ -43,7 +43,8 @@ def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
 
 def _problem(probe: str, err: dict) -> str:
     """`probes.<probe>.<parameter>: <what was expected> (found <value>)`, one line."""
-    field = ".".join(str(part) for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) > 1)
+    field = ".".join(str(part) if str(part).isidentifier() or isinstance(part, int) else repr(part)
+                     for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) > 1)
     if err["type"] == "unexpected_keyword_argument":
         return f"probes.{probe}.{field}: unknown parameter of {probe}"
     found = err.get("input")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from monitors.ledger import Deployment, GateEvent, Version
 from monitors.registry import get_deployment, sync
 from monitors.service import create_app
 from tests.helpers import running, write_config
+from tests.schema_fuzz import no_server_errors
 
 DEP = "support-search"
 TTL = 0.2
@@ -109,8 +111,11 @@ def test_embeddings_follow_the_gate_and_the_active_version(config_file: Path, le
             ({"input": ["x"] * 2049}, "input: 2049 strings, at most 2048"),
             ({"input": ["ok", "y" * 40_000]}, "input[1]: 40000 characters, at most 32768"),
             ({"model": DEP}, "Field required"),
+            ({"input": ["ok", ""]}, "input[1]: the string is empty"),       # as OpenAI refuses it
+            ({"input": "caf\ud800"}, "input[0]: a lone surrogate (\\ud800) at character 3"),  # a 500 before
         ]:
-            answer = client.post("/v1/embeddings", json=payload)
+            answer = client.post("/v1/embeddings", content=json.dumps(payload),   # \uXXXX escapes, as JSON allows
+                                 headers={"Content-Type": "application/json"})
             assert answer.status_code == 422, payload
             [error] = answer.json()["detail"]
             assert error["loc"] == ["body", "input"] and error["msg"].startswith(message), error
@@ -150,3 +155,12 @@ def test_no_answer_leaves_after_the_gate_closes_under_load(config_file: Path, le
                                  clients=16, texts_per_request=32, phases=(2.0, 2.0, 1.5, 2.0))
     assert result.other == [] and result.served > 10 and result.refused > 10, result
     assert result.leak_seconds <= ttl + 0.5, result
+
+
+def test_the_service_answers_any_request_without_a_server_error(config_file: Path, ledger: str) -> None:
+    """Schemathesis over the service's own OpenAPI document: valid and invalid requests, bounded.
+    503 is the service's documented answer for a closed gate or an unreadable ledger."""
+    with running(create_app(DEP, str(config_file), cache_seconds=TTL)) as base:
+        document = httpx.get(f"{base}/openapi.json").json()
+        seen = no_server_errors(document, base, examples=40, allowed=(503,))
+    assert seen["POST /v1/embeddings"][200] > 0 and seen["POST /v1/embeddings"][422] > 0, seen
