@@ -287,7 +287,7 @@ def _add_frontier_parsers(sub) -> None:
     ve_add = ve_sub.add_parser("add", help="add a version: an encoder (copied) and a transform; refuses a used name")
     ve_add.add_argument("deployment")
     ve_add.add_argument("name")
-    ve_add.add_argument("--transform", required=True, type=_json_object,
+    ve_add.add_argument("--transform", required=True, type=_json_object("--transform"),
                         help='as in embwarden.yaml, e.g. \'{"kind": "clip_gaussian", "epsilon": 3000}\'')
     ve_add.add_argument("--from", dest="from_version", metavar="VERSION",
                         help="copy this version's encoder (default: the active version's)")

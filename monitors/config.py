@@ -553,7 +553,7 @@ def format_errors(exc: ValidationError) -> str:
     """One line per problem: dotted field path, what was expected, and what was found."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) if re.fullmatch(r"[\w.\[\]:-]+", str(p)) else repr(str(p))   # a key with odd characters
+        loc = ".".join(str(p) if str(p).isprintable() and str(p) else repr(str(p))   # a key with a newline, say
                        for p in err["loc"] if not str(p).startswith("function-after"))
         # Discriminated unions add the tag to the path; it is not a field the user wrote.
         loc = re.sub(r"(^|\.)(sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"

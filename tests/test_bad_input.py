@@ -194,6 +194,10 @@ def test_thresholds_set_from_any_command_line_works_or_says_why(sqlite_ledger, a
 
 
 @settings(max_examples=60, deadline=None)
+@example(transform='"none"', params=None, sigma=None, seed=None).via("found: a traceback")
+@example(transform=None, params="[1]", sigma=None, seed=None).via("found: a traceback")
+@example(transform=None, params='{"bow_inversion": {"epochs": 0}}', sigma=None, seed=None).via("found: accepted")
+@example(transform=None, params=None, sigma="1e300", seed=None).via("found: it ran")
 @given(transform=st.none() | values.map(lambda v: __import__("json").dumps(v)),
        params=st.none() | values.map(lambda v: __import__("json").dumps(v)),
        sigma=st.none() | st.sampled_from(["0", "0.2", "-1", "1e300", "nan", "inf", "x"]),
@@ -227,3 +231,10 @@ def test_a_non_utf8_configuration_names_the_byte_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"embwarden.yaml: not UTF-8 text \(byte 0xe4 on line 1\)"):
         load_config(path)
     assert not issubclass(ConfigError, ValueError) and issubclass(ConfigError, EmbwardenError)
+
+
+@pytest.mark.parametrize("port", ["99999999", "0", "-1", "http"])
+def test_serve_refuses_a_port_that_is_not_one(port):
+    """`serve --port 99999999` used to bind another port."""
+    code, err = run_cli(["serve", "support-search", "--port", port])
+    assert code == 2 and "expected a TCP port from 1 to 65535" in err

@@ -318,6 +318,10 @@ class GenerativeInversion:
                      total / max(count, 1), count, time.perf_counter() - started)
             if step >= planned or time.perf_counter() - started >= self.train_seconds:
                 break
+        per_epoch = math.ceil(len(sequences) / self.batch_size)
+        if step < per_epoch:   # an attacker this undertrained would understate the leak: no score
+            raise ProbeError(f"generative_inversion: the time budget (train_seconds {self.train_seconds:g}) ran out "
+                             f"after {step} of the {per_epoch} steps of one epoch; raise train_seconds")
         if step < planned:
             log.warning("generative_inversion: time budget of %.0f s reached after %d of %d steps; this fit "
                         "depends on the machine's load (raise train_seconds for reproducible scores)",

@@ -102,9 +102,13 @@ def test_misuse_is_reported(clean, corpora):
         GenerativeInversion().score(sample)
     with pytest.raises(ProbeError, match="expected >= 50"):
         GenerativeInversion().fit(Auxiliary(tuple(aux[:10]), aux_clean[:10]))
-    for bad in ({"beam_size": 0}, {"train_seconds": -1}, {"dropout": 1.0}, {"decoder_init": "/nonexistent"}):
+    for bad in ({"beam_size": 0}, {"train_seconds": -1}, {"dropout": 1.0}, {"decoder_init": "/nonexistent"},
+                {"epochs": 0}, {"epochs": True}, {"bootstrap_resamples": 0}):
         with pytest.raises(ValueError):
             GenerativeInversion(**bad)
+    # A time budget too short for one epoch would leave a decoder that recovers nothing: no scores.
+    with pytest.raises(ProbeError, match=r"ran out after \d+ of the \d+ steps of one epoch; raise train_seconds"):
+        GenerativeInversion(**(SMALL | {"train_seconds": 1e-6})).fit(Auxiliary(tuple(aux[:100]), aux_clean[:100]))
 
 
 def test_outputs_are_compared_without_case_or_punctuation_spacing():

@@ -61,12 +61,20 @@ def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch, mail_catche
     return path
 
 
-def audit(run_id: str) -> dict:
+def until_act(run_id: str) -> dict:
+    """The steps of a run before `act`, as Airflow runs them."""
     ref = runs.sample(DEP, DAG, run_id)
     runs.validate(DEP, DAG, run_id)
     for job in runs.probe_jobs([DEP], DAG, run_id):
         runs.probe(job["ref"], job["probe"])
-    for step in (runs.record, runs.evaluate, runs.act, runs.write_report, runs.cleanup):
+    runs.record(DEP, DAG, run_id)
+    runs.evaluate(DEP, DAG, run_id)
+    return ref
+
+
+def audit(run_id: str) -> dict:
+    ref = until_act(run_id)
+    for step in (runs.act, runs.write_report, runs.cleanup):
         step(DEP, DAG, run_id)
     return ref
 
@@ -156,12 +164,7 @@ def test_smtp_down_the_gate_still_closes_and_the_alert_is_retried(setup, monkeyp
     with session_scope() as session:
         activate(session, DEP, "v2", actor="test", reason="deploy v2")
     monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", smtp_connection(free_port()))   # nothing listens
-    ref = runs.sample(DEP, DAG, "run-2")
-    runs.validate(DEP, DAG, "run-2")
-    for job in runs.probe_jobs([DEP], DAG, "run-2"):
-        runs.probe(job["ref"], job["probe"])
-    runs.record(DEP, DAG, "run-2")
-    runs.evaluate(DEP, DAG, "run-2")
+    ref = until_act("run-2")
     with pytest.raises(AlertsUndelivered, match="email:embwarden_smtp: email via connection embwarden_smtp"):
         runs.act(DEP, DAG, "run-2")                                 # retryable: not AirflowFailException
     with session_scope() as session:
@@ -252,12 +255,7 @@ def test_the_ledger_vanishing_mid_alert_sends_no_second_mail(setup, ledger, pg_a
     audit("run-1")
     with session_scope() as session:
         activate(session, DEP, "v2", actor="test", reason="deploy v2")
-    ref = runs.sample(DEP, DAG, "run-2")
-    runs.validate(DEP, DAG, "run-2")
-    for job in runs.probe_jobs([DEP], DAG, "run-2"):
-        runs.probe(job["ref"], job["probe"])
-    runs.record(DEP, DAG, "run-2")
-    runs.evaluate(DEP, DAG, "run-2")
+    ref = until_act("run-2")
     name = sa.engine.make_url(ledger).database
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
 
