@@ -216,14 +216,11 @@ class SqlTableSource:
         return text.replace(str(password), "***") if password else text
 
     def _table(self, conn):
-        import warnings
-
         import sqlalchemy as sa
 
+        register_pgvector_types()
         try:
-            with warnings.catch_warnings():  # pgvector's types are read by name below, not reflected
-                warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
-                table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=conn)
+            table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=conn)
         except sa.exc.NoSuchTableError:
             raise SourceError(f"source.table: {self._where()} does not exist") from None
         wanted = {"id": self.columns.id, "vector": self.columns.vector, "version": self.columns.version,
@@ -402,6 +399,26 @@ class SqlTableSource:
 def _from_vector_send(value) -> np.ndarray:
     """pgvector's binary form: int16 dimension, int16 unused, then big-endian float32 values."""
     return np.frombuffer(value, dtype=">f4", offset=4).astype(np.float32)
+
+
+def register_pgvector_types() -> None:
+    """Let SQLAlchemy's reflection know pgvector's column types (else it warns "Did not recognize type
+    'vector'" for every table it reads). Values are read in pgvector's binary form, not through them."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql.base import ischema_names
+
+    class PgVector(sa.types.UserDefinedType):
+        cache_ok = True
+        type_name = "vector"
+
+        def __init__(self, *dimension) -> None:
+            self.dimension = int(dimension[0]) if dimension else None
+
+        def get_col_spec(self, **kw) -> str:
+            return self.type_name if self.dimension is None else f"{self.type_name}({self.dimension})"
+
+    for name in SqlTableSource.PGVECTOR_TYPES:
+        ischema_names.setdefault(name, type(f"PgVector_{name}", (PgVector,), {"type_name": name}))
 
 
 def _pg_type(schema: str, name: str, conn):

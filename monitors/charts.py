@@ -19,15 +19,17 @@ GRID = "#e3e6ee"
 
 
 def line_chart(points: Sequence[Mapping], *, title: str, levels: Mapping | None = None,
-               highlight: int | None = None, width: int = 600, height: int = 160) -> str:
+               highlight: int | None = None, width: int = 600, height: int = 160,
+               bounds: tuple[float, float | None] | None = None) -> str:
     """One metric's history as an SVG line chart.
 
     points: oldest first, each {audit_run_id, finished_at, value, ci_low, ci_high, version}
     (finished_at a datetime or an ISO string). The 95% interval is a shaded band; `levels`
     ({warn, gate, rollback, basis}, values may be None) are dashed horizontal lines; the point
     whose audit_run_id is `highlight` is ringed, its value and interval written after the title.
-    The y axis spans the data and the levels, labelled with its min and max; the x axis with the
-    first and last run dates.
+    The y axis spans the data and the levels, labelled with its min and max, and never leaves the
+    metric's own `bounds` (an AUC axis is not drawn to 1.5); the x axis shows the first and last
+    run dates.
     """
     pts = [_clean(p) for p in points if _finite(p.get("value"))]
     limits = [(name, float(levels[name])) for name in LEVEL_COLOURS
@@ -50,8 +52,14 @@ def line_chart(points: Sequence[Mapping], *, title: str, levels: Mapping | None 
 
     values = [v for p in pts for v in (p["value"], p["ci_low"], p["ci_high"])] + [v for _, v in limits]
     lo, hi = min(values), max(values)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi - lo < 1e-12:   # one value: a band around it, the width of a tenth of the metric's range
+        half = 0.05 * (bounds[1] - bounds[0]) if bounds and bounds[1] is not None else max(abs(lo) * 0.1, 0.05)
+        lo, hi = lo - half, hi + half
+    if bounds:
+        lo = max(lo, bounds[0])
+        hi = hi if bounds[1] is None else min(hi, bounds[1])
+        if hi - lo < 1e-12:
+            lo, hi = (hi - 0.1, hi) if bounds[1] is not None and hi >= bounds[1] else (lo, lo + 0.1)
     inset = 6                                      # keeps the extreme points off the frame
 
     def y(v: float) -> float:

@@ -28,6 +28,35 @@ def status_line(session, name: str) -> str:
             f"gate={gate.state if gate else 'open'} ({gate.reason if gate else ''}); {audited}")
 
 
+def status_report(session, name: str) -> list[str]:
+    """`embwarden status`: the gate, the active version, and the last audit with its judged scores
+    against their levels, the run's id (for `embwarden report`) and its report's path."""
+    from monitors.policy import Levels, is_coverage
+
+    dep = get_deployment(session, name)
+    gate = gate_state(session, dep)
+    state, reason = (gate.state, gate.reason) if gate else ("open", "no gate event recorded")
+    lines = [f"{dep.name}: gate {state} ({reason}); active version "
+             f"{dep.active_version.name if dep.active_version else 'none'}"]
+    last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id).order_by(AuditRun.id.desc()))
+    if last is None:
+        return [*lines, "  never audited: trigger the privacy_audit DAG (or wait for its schedule)"]
+    when = f"{(last.finished_at or last.started_at):%Y-%m-%d %H:%M} UTC"
+    error = f" ({last.error[:200]})" if last.error else ""
+    lines.append(f"  last audit: run {last.id} ({last.dag_id}), {when}, version {last.version.name}: "
+                 f"{last.verdict or last.status}{error}")
+    for score in sorted(last.scores, key=lambda s: s.key):
+        levels = (last.thresholds or {}).get(score.key)
+        if not levels:
+            continue
+        judged = Levels.from_mapping(levels)
+        level = judged.crossed(judged.judged(score))
+        word = ("covered" if level == "pass" else "not covered") if is_coverage(score.key) else level
+        lines.append(f"  {score.key} {score.value:.3f} ({_levels(levels)}): {word}")
+    lines.append(f"  report: {last.report_path or 'not written yet'} (embwarden report {last.id})")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="embwarden", description=__doc__)
     parser.add_argument("--config", help="configuration file (default: $EMBWARDEN_CONFIG or ./embwarden.yaml)")
@@ -151,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             names = [args.deployment] if args.deployment else sorted(config.deployments)
             with session_scope() as session:
                 for name in names:
-                    print(status_line(session, name))
+                    print("\n".join(status_report(session, name)))
     except EmbwardenError as exc:
         print(f"embwarden: {exc}", file=sys.stderr)
         return 2

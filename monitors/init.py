@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from audits.encoders import BUNDLED_MODEL
 from audits.errors import EmbwardenError
+from audits.sources import register_pgvector_types
 
 SENTENCE = "Hello Ms Novak, your appointment about the asthma check-up has moved to Tuesday at 10:30."
 TEXT_COLUMNS = ("text", "body", "content")          # picked up when --text-column is not given
@@ -180,8 +182,15 @@ def init(request: Request) -> int:
             os.unlink(tmp)
     verb = ("wrote" if existing is None else "replaced" if request.deployment in existing[1] else "added")
     print(f"{verb} deployment {request.deployment} (active version {version}) in {path}")
-    print("next: review the file (probes, thresholds, alerts), then `embwarden migrate` and `embwarden sync`; "
-          "the privacy_audit DAG audits it daily")
+    name = request.deployment
+    conf = json.dumps({"deployment": name})
+    print("next:\n"
+          f"  $EDITOR {path}    # probes, thresholds, alerts: every field is commented\n"
+          "  embwarden migrate && embwarden sync    # the ledger's tables; the deployment and its thresholds\n"
+          "  airflow db migrate    # Airflow's own metadata database, once\n"
+          f"  airflow dags test privacy_audit -c '{conf}'    # the first audit\n"
+          f"  embwarden status {name}    # gate, last run, scores against their levels, report path\n"
+          "then unpause privacy_audit in Airflow: it audits daily")
     return 0
 
 
@@ -255,6 +264,7 @@ def inspect_table(url: str, request: Request, report: Report) -> TableInfo | Non
         report.fail("source", f"cannot use the URL {_safe(url)}: {exc}")
         return None
     qualified = f"{request.schema}.{request.table}" if request.schema else request.table
+    register_pgvector_types()
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)
@@ -497,8 +507,11 @@ deployments:
     # last version that passed). Changes made later (CLI, UI) are stored in the ledger and win over these;
     # `basis: ci_low` acts only when the lower end of the 95% interval crosses.
     thresholds:
-      # candidate_inversion.top1: {{warn: 0.2, gate: 0.5}}   # the true secret ranked first among 100
-      # attribute_inference.advantage: {{warn: 0.1, gate: 0.2}}
+      # Scored on the canaries, the same synthetic messages for every deployment, so these levels hold
+      # whatever your texts are: an unprotected pipeline scores top1 1.0 and advantage 0.31, one with
+      # Gaussian noise sigma 0.2 0.03 and 0.17 (bundled MiniLM; README "Thresholds").
+      candidate_inversion.top1: {{warn: 0.2, gate: 0.5}}    # the true secret ranked first among 100 (chance 0.01)
+      attribute_inference.advantage: {{warn: 0.25}}         # "mentions a condition" guessed over the majority guess
 {drift_thresholds}      bow_inversion.token_f1: {{warn: 0.45, gate: 0.5, rollback: 0.55}}
     # This deployment's own alert channels, replacing the top-level `alerts:` list:
     # alerts: [{{kind: email, to: [owner@example.com]}}]

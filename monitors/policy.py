@@ -70,13 +70,20 @@ class Levels:
                    higher_is_worse=data.get("higher_is_worse", True), basis=data.get("basis", "value"))
 
 
-def metric_problems(metric: str, levels: Levels, probes: Iterable[str]) -> list[str]:
-    """Problems of a threshold for `metric` (`probe.metric`) on a deployment running `probes`."""
+def all_metric_ranges() -> dict[str, tuple[float, float | None]]:
+    """Every metric a run can score (probes, coverage, drift) with the range of its values."""
     from audits.coverage import METRICS as COVERAGE_METRICS
     from audits.coverage import PROBE as COVERAGE
     from audits.probes import metric_ranges
 
-    ranges = {**metric_ranges(), **DRIFT_METRICS, **{f"{COVERAGE}.{m}": r for m, r in COVERAGE_METRICS.items()}}
+    return {**metric_ranges(), **DRIFT_METRICS, **{f"{COVERAGE}.{m}": r for m, r in COVERAGE_METRICS.items()}}
+
+
+def metric_problems(metric: str, levels: Levels, probes: Iterable[str]) -> list[str]:
+    """Problems of a threshold for `metric` (`probe.metric`) on a deployment running `probes`."""
+    from audits.coverage import PROBE as COVERAGE
+
+    ranges = all_metric_ranges()
     metric, segment = split_segment(metric)
     probe = metric.split(".", 1)[0]
     if metric not in ranges:

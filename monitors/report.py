@@ -40,7 +40,7 @@ def build(session: Session, run: AuditRun) -> dict:
             "metric": s.key, "probe": s.probe, "target": s.target, "value": s.value, "ci_low": s.ci_low,
             "ci_high": s.ci_high, "n": s.n, "thresholds": levels,
             "basis": (levels.get("basis") or "value") if levels else None,
-            "level": _level(levels, s) if levels else "no threshold",
+            "level": _level(levels, s) if levels else "not judged",
         })
         if is_coverage(s.key) and levels:
             scores[-1]["level"] = "covered" if scores[-1]["level"] == "pass" else "not covered"
@@ -211,7 +211,10 @@ def _number(value) -> float | None:
 
 def _chart(series: list[dict], metric: str, levels: dict | None, current: int) -> Markup:
     # line_chart escapes every text it writes (html.escape), so its SVG is safe to insert as is.
-    return Markup(charts.line_chart(series, title=metric, levels=levels, highlight=current))
+    from monitors.policy import all_metric_ranges, split_segment
+
+    bounds = all_metric_ranges().get(split_segment(metric)[0])
+    return Markup(charts.line_chart(series, title=metric, levels=levels, highlight=current, bounds=bounds))
 
 
 _env = Environment(loader=PackageLoader("monitors", "templates"), autoescape=select_autoescape(["html"]))

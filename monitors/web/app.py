@@ -21,6 +21,7 @@ from monitors import thresholds as threshold_api
 from monitors.config import Bool, Float, load_config
 from monitors.database import session_scope
 from monitors.ledger import Deployment
+from monitors.policy import all_metric_ranges
 from monitors.web import queries
 from monitors.web.auth import LoginRequired, api_user, gate_reader, login_url, may_write, page_user, user_name, writer
 
@@ -179,6 +180,15 @@ def api_set_threshold(deployment: str, body: ThresholdBody, user: Writer) -> dic
             "created_at": change.created_at.isoformat()}
 
 
+def _axis(bounds: tuple[float, float | None] | None) -> list | None:
+    """A chart's y range: the metric's own, a little wider so points on the edge stay visible."""
+    if bounds is None or bounds[1] is None:
+        return None
+    low, high = bounds
+    pad = (high - low) * 0.03
+    return [low - pad, high + pad]
+
+
 def _gate_json(g: gates.GateStatus) -> dict:
     return {"deployment": g.deployment, "state": g.state, "reason": g.reason, "active_version": g.active_version,
             "since": g.since.isoformat() if g.since else None, "actor": g.actor}
@@ -226,7 +236,10 @@ def deployment_page(request: Request, deployment: str, user: PageUser):
         gate = _gate_json(gates.status(session, deployment))
         score_rows = queries.scores(session, deployment, limit=400)
         effective = threshold_api.effective(session, deployment)
+        dep = session.query(Deployment).filter(Deployment.name == deployment).one()
+        target = gates.last_passing_version(session, dep, dep.active_version_id)
         data = {"gate": gate, "versions": queries.versions(session, deployment),
+                "rollback_to": target.name if target else None,
                 "runs": queries.runs(session, deployment, 30), "history": queries.gate_history(session, deployment)}
     series: dict[str, list] = {}
     for s in score_rows:
@@ -234,7 +247,9 @@ def deployment_page(request: Request, deployment: str, user: PageUser):
             continue   # a segment's score: in the run's report ("Leakage by segment"), not a trend chart each
         series.setdefault(s["metric"], []).append(
             {k: s[k] for k in ("audit_run_id", "finished_at", "value", "ci_low", "ci_high", "version")})
-    charts = [{"metric": m, "points": pts, "levels": effective.get(m)} for m, pts in sorted(series.items())]
+    ranges = all_metric_ranges()
+    charts = [{"metric": m, "points": pts, "levels": effective.get(m), "range": _axis(ranges.get(m))}
+              for m, pts in sorted(series.items())]
     return _page(request, "deployment.html", user, deployment=deployment, charts=charts, **data)
 
 

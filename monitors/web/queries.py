@@ -22,11 +22,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+NOT_JUDGED = "not judged"   # a score without thresholds: the UI, the report and the API say so alike
+
+
 def _judge(score_row, levels: dict | None) -> dict:
     """One score against its levels: the level it crosses and how close it is to the gate level."""
     out = {"metric": f"{score_row.probe}.{score_row.metric}", "value": score_row.value, "ci_low": score_row.ci_low,
-           "ci_high": score_row.ci_high, "level": "pass", "levels": levels}
-    if not levels:
+           "ci_high": score_row.ci_high, "level": NOT_JUDGED, "levels": levels}
+    if not levels:   # no level to judge it by: never shown as a pass
         out["closeness"] = 0.0
         return out
     lv = Levels.from_mapping(levels)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import yaml
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from audits import corpora
@@ -20,6 +21,7 @@ from monitors.config import load_config
 from monitors.database import session_scope
 from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Score
 from monitors.registry import activate, gate_state, sync
+from tests.conftest import REPO
 from tests.helpers import messages, production_table, rows_for, write_config
 
 DAG = "privacy_audit"
@@ -110,6 +112,15 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
     assert cli(["report", str(second["audit_run_id"])]) == 0
     assert capsys.readouterr().out.strip() == str(folder / "report.html")
     assert "rollback" in (folder / "report.html").read_text()
+
+    # `embwarden status`: the gate, the last run's id, time, verdict, judged scores and report path.
+    assert cli(["status"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("support-search: gate closed (bow_inversion.token_f1 = 0.") and "active version v1" in out
+    assert re.search(rf"last audit: run {second['audit_run_id']} \(privacy_audit\), \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, "
+                     r"version v2: rollback", out), out
+    assert re.search(r"bow_inversion.token_f1 0\.\d{3} \(warn=0.45 gate=0.5 rollback=0.55\): rollback", out), out
+    assert f"report: {folder / 'report.html'} (embwarden report {second['audit_run_id']})" in out
 
 
 def test_a_retried_task_does_not_duplicate_rows_or_side_effects(setup, caplog):
@@ -293,3 +304,31 @@ def test_a_retried_step_resumes_the_run_after_a_transient_error(setup):
     with session_scope() as session:
         run = session.get(AuditRun, ref["audit_run_id"])
         assert (run.status, run.verdict, run.error) == ("succeeded", "pass", None)
+
+
+def test_an_unprotected_version_does_not_pass_on_canary_evidence_with_the_default_levels(
+        ledger, production_rows, aux_cache, tmp_path, monkeypatch):
+    """bow_inversion sees nothing here (its gate is out of reach, as on text its attacker does not
+    know), yet the canaries show that v2 has no protection: with the example configuration's levels
+    for the canary metrics, v1 (noise 0.2) passes and v2 (none) does not. It used to pass."""
+    production_table(ledger, production_rows)
+    example = yaml.safe_load((REPO / "embwarden.yaml").read_text())["deployments"][DEP]
+    canary_levels = {k: v for k, v in example["thresholds"].items()
+                     if k.split(".")[0] in ("candidate_inversion", "attribute_inference")}
+    assert set(canary_levels) == {"candidate_inversion.top1", "attribute_inference.advantage"}
+    probes = {name: example["probes"][name] for name in ("candidate_inversion", "attribute_inference")}
+    config = write_config(tmp_path / "embwarden.yaml", source_url=ledger, cache=aux_cache, probes=probes,
+                          canaries=200, thresholds={"bow_inversion.token_f1": {"gate": 0.99}, **canary_levels})
+    monkeypatch.setenv("EMBWARDEN_CONFIG", str(config))
+    with session_scope() as session:
+        sync(session, load_config())
+    audit("run-1")
+    with session_scope() as session:
+        activate(session, DEP, "v2", actor="test", reason="deploy v2, unprotected")
+    audit("run-2")
+    with session_scope() as session:
+        v1, v2 = session.scalars(sa.select(AuditRun).order_by(AuditRun.id)).all()
+        scores = {s.key: s.value for s in v2.scores}
+        assert v1.verdict == "pass", {s.key: s.value for s in v1.scores}
+        assert v2.verdict == "gate" and scores["candidate_inversion.top1"] >= 0.5, scores
+        assert scores["bow_inversion.token_f1"] < 0.99

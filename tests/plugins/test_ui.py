@@ -231,6 +231,12 @@ def test_admin_closes_and_reopens_the_gate_and_the_service_token_only_reads(serv
     assert [tuple(e) for e in events] == [("open", "admin", "fixed upstream"),
                                           ("closed", "admin", "leak found by hand")]
     assert [tuple(a) for a in actions] == [("reopen_gate", "done", "admin"), ("close_gate", "done", "admin")]
+    # No rollback offered when no other version has passed: the active one is the only one that did.
+    with sa.create_engine(server["ledger"]).connect() as conn:
+        active = conn.execute(sa.text("SELECT v.name FROM deployments d JOIN versions v "
+                                      "ON v.id = d.active_version_id")).scalar()
+    page = admin.get(f"/embwarden/deployments/{DEP}").text
+    assert active == "v1" and 'id="no-rollback"' in page and 'id="rollback"' not in page
 
 
 def test_reports_are_served_only_from_the_artifacts_root(server):
