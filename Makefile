@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: install corpora demo test bench lint clean
+.PHONY: install corpora demo ui test bench lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "embwarden needs Python 3.11 or 3.12")'
@@ -26,6 +26,9 @@ corpora:
 
 demo: install
 	$(PY) -m monitors.demo
+
+ui: install
+	$(PY) -m monitors.ui
 
 test: install
 	scripts/ensure-postgres.sh
