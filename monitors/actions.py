@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audits.errors import EmbwardenError
+from monitors import plain_words
 from monitors.alerts import Alert
 from monitors.gates import last_passing_version, set_gate
 from monitors.ledger import Action, AlertRecord, AuditRun, Incident, utcnow
@@ -287,7 +288,8 @@ def alert_for(session: Session, run: AuditRun, kind: str, policy: Policy) -> Ale
                                                                 gate.state == "closed" else ""))
     return Alert(deployment=run.deployment.name, version=run.version.name, kind=kind, verdict=level_of(run),
                  metric=metric, value=value, threshold=limit, actions=taken, report=policy.report_url,
-                 audit_run_id=run.id, run=f"{run.dag_id}/{run.run_id}", detail=detail)
+                 audit_run_id=run.id, run=f"{run.dag_id}/{run.run_id}", detail=detail,
+                 plain=" ".join(plain_words.of_run(run)) or None)
 
 
 UNSENT = ("pending", "failed")

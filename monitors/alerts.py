@@ -26,6 +26,7 @@ class Alert:
     audit_run_id: int | None = None
     run: str | None = None       # dag_id/run_id of the Airflow run
     detail: str | None = None    # one line of context: the error, the rollback target, ...
+    plain: str | None = None     # what was found and what to do, in plain words (monitors.plain_words)
 
     def subject(self) -> str:
         head = {"opened": "", "escalated": "escalated: ", "resolved": "resolved: "}.get(self.kind, "")

@@ -117,7 +117,8 @@ def render_html(alert: Alert) -> str:
         report = f"<a href=\"{e(alert.report)}\">{e(alert.report)}</a>"
     else:
         report = e(alert.report or "pending")
-    return (f"<html><body><h3>{e(alert.subject())}</h3><table>{rows}"
+    plain = f"<p>{e(alert.plain)}</p>" if alert.plain else ""
+    return (f"<html><body><h3>{e(alert.subject())}</h3>{plain}<table>{rows}"
             f"<tr><th align='left'>Report</th><td>{report}</td></tr></table></body></html>")
 
 
@@ -136,6 +137,7 @@ def slack_message(alert: Alert) -> dict:
         "text": alert.summary(),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_mrkdwn(alert.subject())}*"}},
+            *([{"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(alert.plain)}}] if alert.plain else []),
             {"type": "section", "fields": fields},  # at most 9 of Slack's 10
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Report*: {link}"}},
         ],

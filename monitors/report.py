@@ -17,7 +17,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from audits.coverage import PROBE as COVERAGE
-from monitors import artifacts, charts
+from monitors import artifacts, charts, plain_words
 from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Score, Validation, Version
 from monitors.policy import INCONCLUSIVE, Levels, is_coverage
 from monitors.registry import gate_state
@@ -53,6 +53,8 @@ def build(session: Session, run: AuditRun) -> dict:
         "deployment": dep.name,
         "version": run.version.name,
         "verdict": run.verdict,
+        "plain": plain_words.of_run(run),   # what was found, in words: the report opens with it
+        "glossary": {s["metric"]: plain_words.meaning(s["metric"]) for s in scores},
         "status": run.status,
         "error": run.error,
         "dag_id": run.dag_id,

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from audits.errors import ConfigError, EmbwardenError
-from monitors import gates
+from monitors import gates, plain_words
 from monitors import thresholds as threshold_api
 from monitors.config import Bool, Float, load_config
 from monitors.database import session_scope
@@ -227,6 +227,12 @@ def overview_page(request: Request, user: PageUser):
     with session_scope() as session:
         rows = queries.overview(session)
     return _page(request, "overview.html", user, deployments=rows)
+
+
+@app.get("/metrics", response_class=HTMLResponse, include_in_schema=False)
+def metrics_page(request: Request, user: PageUser):
+    """What each metric measures, and what "sample", "canaries" and "not judged" mean."""
+    return _page(request, "metrics.html", user, glossary=plain_words.GLOSSARY, targets=plain_words.TARGETS)
 
 
 @app.get("/deployments/{deployment}", response_class=HTMLResponse, include_in_schema=False)

@@ -11,6 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
+from monitors import plain_words
 from monitors import thresholds as threshold_api
 from monitors.actions import coverage_explanation
 from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Score, Version
@@ -194,4 +195,5 @@ def run_detail(session: Session, run_id: int) -> dict | None:
             "run_id": run.run_id, "status": run.status, "verdict": run.verdict, "sample_size": run.sample_size,
             "error": run.error, "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
             "report_path": run.report_path, "scores": findings, "trends": run.trends or {},
-            "coverage_explanation": coverage_explanation(run) if run.verdict == INCONCLUSIVE else None}
+            "coverage_explanation": coverage_explanation(run) if run.verdict == INCONCLUSIVE else None,
+            "plain": plain_words.of_run(run)}

@@ -117,7 +117,10 @@ def test_rollback_story_mail_webhook_service_reaudit_and_reopen(setup, mail_catc
     assert mail["To"] == "privacy@example.com" and mail["Subject"] == "[embwarden] support-search v2: rollback"
     body = html_of(mail)
     for expected in ("support-search", "v2", "bow_inversion.token_f1", "0.55", "close_gate", "rollback",
-                     "rolled back to v1", "https://reports.example.com/embwarden/"):
+                     "rolled back to v1", "https://reports.example.com/embwarden/",
+                     # in plain words first: what leaks, with the numbers; no protection; what to do next
+                     "An attacker who holds these vectors names", "This version adds no protection",
+                     "embwarden frontier support-search"):
         assert expected in body
     slack = webhook_receiver.requests[0][2]
     assert len(mail_catcher.messages) == len(webhook_receiver.requests) == 2   # the rollback, the resolution

@@ -98,6 +98,8 @@ def test_leaky_version_is_gated_and_rolled_back(setup, production_rows, capsys):
     assert not (folder / "sample.npz").exists()               # production data deleted with the run
     report = (folder / "report.html").read_text() + (folder / "report.json").read_text()
     assert "rollback" in report
+    assert "An attacker who holds these vectors names" in report and "This version adds no protection" in report
+    assert 'id="m-bow_inversion.token_f1"' in report    # the metric names link to what they mean
     for row in production_rows:                              # no sampled text leaks into the report
         assert row["body"] not in report
     # What the attacker recovered is shown on canaries only, every secret by its kind.

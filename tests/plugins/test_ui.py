@@ -134,6 +134,7 @@ def test_every_route_needs_an_airflow_user(server):
         assert r.status_code == 401, (method, path, r.status_code, r.text)
     for path in ("/embwarden/", f"/embwarden/deployments/{DEP}", f"/embwarden/deployments/{DEP}/thresholds",
                  f"/embwarden/runs/{server['runs'][-1]}", f"/embwarden/runs/{server['runs'][-1]}/report",
+                 "/embwarden/metrics",
                  "/embwarden/static/plotly.min.js"):
         r = anon.get(path)
         assert r.status_code in (302, 303, 307), (path, r.status_code)
@@ -163,6 +164,12 @@ def test_viewer_reads_but_cannot_write(server):
     page = viewer.get("/embwarden/")
     assert page.status_code == 200 and DEP in page.text and "read-only" in page.text
     assert "Close gate" not in viewer.get(f"/embwarden/deployments/{DEP}").text
+    # The run page opens in plain words; each metric links to what it means.
+    run_page = viewer.get(f"/embwarden/runs/{server['runs'][-1]}").text
+    assert 'id="plain"' in run_page and "An attacker who holds these vectors" in run_page
+    assert 'href="/embwarden/metrics#bow_inversion.token_f1"' in run_page
+    metrics = viewer.get("/embwarden/metrics").text
+    assert 'id="bow_inversion.token_f1"' in metrics and "canaries" in metrics and "not judged" in metrics
     body = {"metric": "bow_inversion.token_f1", "warn": 0.4, "gate": 0.5, "rollback": 0.6, "reason": "viewer try"}
     assert viewer.post(f"/embwarden/api/thresholds/{DEP}", json=body).status_code == 403
     assert viewer.post(f"/embwarden/api/gates/{DEP}", json={"action": "close_gate", "reason": "viewer try"}
