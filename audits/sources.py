@@ -411,8 +411,8 @@ def register_pgvector_types() -> None:
         cache_ok = True
         type_name = "vector"
 
-        def __init__(self, *dimension) -> None:
-            self.dimension = int(dimension[0]) if dimension else None
+        def __init__(self, dimension: int | str | None = None) -> None:   # reflection passes '384'
+            self.dimension = int(dimension) if dimension is not None else None
 
         def get_col_spec(self, **kw) -> str:
             return self.type_name if self.dimension is None else f"{self.type_name}({self.dimension})"
