@@ -418,7 +418,7 @@ def register_pgvector_types() -> None:
             return self.type_name if self.dimension is None else f"{self.type_name}({self.dimension})"
 
     for name in SqlTableSource.PGVECTOR_TYPES:
-        ischema_names.setdefault(name, type(f"PgVector_{name}", (PgVector,), {"type_name": name}))
+        ischema_names.setdefault(name, type(f"PgVector_{name}", (PgVector,), {"type_name": name, "cache_ok": True}))
 
 
 def _pg_type(schema: str, name: str, conn):
