@@ -43,6 +43,13 @@ GLOSSARY: dict[str, str] = {
     "drift.mmd": "Maximum mean discrepancy between the window and the reference sample.",
     "drift.norm_ks": "How differently the vectors' lengths are distributed (Kolmogorov-Smirnov statistic).",
 }
+# From these values a score shows strong leakage whatever its thresholds say (the example
+# configuration's gate levels): the UI's overview flags such a score even when nothing judges it.
+STRONG: dict[str, float] = {
+    "bow_inversion.token_f1": 0.55, "bow_inversion.secret_recovery": 0.5, "candidate_inversion.top1": 0.5,
+    "attribute_inference.advantage": 0.25, "generative_inversion.bleu": 30.0, "generative_inversion.token_f1": 0.5,
+    "dp_audit.epsilon_ratio": 1.0, "repeat_query.f1_gain": 0.1,
+}
 TARGETS = {"sample": "measured on the audited sample of production vectors",
            "canaries": "measured on canaries: synthetic messages with known secrets, embedded through the live "
                        "pipeline during the audit (the production sample holds no known secrets to check)"}

@@ -30,8 +30,10 @@ def _judge(score_row, levels: dict | None) -> dict:
     """One score against its levels: the level it crosses and how close it is to the gate level."""
     out = {"metric": f"{score_row.probe}.{score_row.metric}", "value": score_row.value, "ci_low": score_row.ci_low,
            "ci_high": score_row.ci_high, "level": NOT_JUDGED, "levels": levels}
-    if not levels:   # no level to judge it by: never shown as a pass
-        out["closeness"] = 0.0
+    if not levels:   # no level to judge it by: never shown as a pass; flagged when it shows strong leakage
+        strong = plain_words.STRONG.get(out["metric"])
+        out["strong"] = strong is not None and score_row.value >= strong
+        out["closeness"] = score_row.value / strong if out["strong"] else 0.0
         return out
     lv = Levels.from_mapping(levels)
     judged = lv.judged(score_row)
@@ -49,10 +51,11 @@ def _judge(score_row, levels: dict | None) -> dict:
 
 
 def worst(findings: list[dict]) -> dict | None:
-    """The finding with the most severe level, then the one nearest (or furthest past) its gate level."""
+    """The finding with the most severe level; among passes, an unjudged score that shows strong leakage;
+    then the one nearest (or furthest past) its gate level."""
     if not findings:
         return None
-    return max(findings, key=lambda f: (SEVERITY.get(f["level"], 0), f["closeness"]))
+    return max(findings, key=lambda f: (SEVERITY.get(f["level"], 0), f.get("strong", False), f["closeness"]))
 
 
 def overview(session: Session) -> list[dict]:

@@ -340,3 +340,24 @@ def test_the_api_answers_any_request_without_a_server_error(server):
     seen = no_server_errors(document, f"{server['base']}/embwarden", headers=dict(admin.headers), examples=25)
     assert {status for counts in seen.values() for status in counts} & {200, 422}, seen
     assert "Traceback" not in server["log"].read_text()
+
+
+def test_the_overview_flags_strong_leakage_that_no_threshold_judges():
+    """A pass beside an unjudged candidate_inversion.top1 of 1.0 is not shown as a quiet pass."""
+    from types import SimpleNamespace
+
+    from monitors.web.queries import _judge, worst
+
+    def score(key, value):
+        probe, metric = key.split(".")
+        return SimpleNamespace(probe=probe, metric=metric, value=value, ci_low=value, ci_high=value)
+
+    gated = {"warn": 0.5, "gate": 0.55, "rollback": 0.6, "higher_is_worse": True, "basis": "value"}
+    passing = _judge(score("bow_inversion.token_f1", 0.46), gated)
+    strong = _judge(score("candidate_inversion.top1", 1.0), None)
+    weak = _judge(score("candidate_inversion.top1", 0.03), None)
+    assert (strong["level"], strong["strong"]) == ("not judged", True) and weak["strong"] is False
+    assert worst([passing, strong])["metric"] == "candidate_inversion.top1"
+    assert worst([passing, weak])["metric"] == "bow_inversion.token_f1"
+    warned = _judge(score("bow_inversion.token_f1", 0.52), gated)
+    assert worst([warned, strong])["metric"] == "bow_inversion.token_f1"   # a crossed level still comes first
