@@ -162,4 +162,4 @@ def migrate(url: str | None = None, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     except sa.exc.OperationalError as exc:
         raise LedgerUnavailable(f"ledger {safe_url(url)} unreachable: {exc.orig}".strip()) from None
-    log.info("ledger %s migrated to %s", safe_url(url), revision)
+    log.debug("ledger %s migrated to %s", safe_url(url), revision)   # `embwarden migrate` prints its own line
