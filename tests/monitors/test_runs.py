@@ -53,6 +53,15 @@ def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch):
 DEP = "support-search"
 
 
+def run_sql(url: str, *statements: str) -> None:
+    """Change the production table as an operator (or an accident) would, in one transaction."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
 def probe_all(run_id: str) -> None:
     for job in runs.probe_jobs([DEP], DAG, run_id):
         runs.probe(job["ref"], job["probe"])
@@ -157,11 +166,8 @@ def test_rollback_without_a_passing_version_keeps_the_gate_closed(setup):
 
 
 def test_a_nan_vector_makes_the_run_invalid_and_records_no_scores(setup, ledger):
-    engine = sa.create_engine(ledger)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE prod_vectors SET embedding[7] = 'NaN' WHERE id = 42"))
-        conn.execute(sa.text("DELETE FROM prod_vectors WHERE version = 'v1' AND id > 100"))
-    engine.dispose()
+    run_sql(ledger, "UPDATE prod_vectors SET embedding[7] = 'NaN' WHERE id = 42",
+            "DELETE FROM prod_vectors WHERE version = 'v1' AND id > 100")
     ref = runs.sample("support-search", DAG, "run-1")
     failed = r"expect_column_values_to_be_between\(nonfinite\): 1 failing rows 42"
     with pytest.raises(AirflowFailException, match=failed):
@@ -176,11 +182,8 @@ def test_a_nan_vector_makes_the_run_invalid_and_records_no_scores(setup, ledger)
 
 def test_repeated_ids_in_a_table_without_a_primary_key_make_the_run_invalid(setup, ledger):
     """Rows sharing an id all reach validation (they used to be collapsed into one, and the run passed)."""
-    engine = sa.create_engine(ledger)
-    with engine.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE prod_vectors DROP CONSTRAINT prod_vectors_pkey"))
-        conn.execute(sa.text("INSERT INTO prod_vectors SELECT * FROM prod_vectors WHERE version = 'v1' AND id % 3 = 0"))
-    engine.dispose()
+    run_sql(ledger, "ALTER TABLE prod_vectors DROP CONSTRAINT prod_vectors_pkey",
+            "INSERT INTO prod_vectors SELECT * FROM prod_vectors WHERE version = 'v1' AND id % 3 = 0")
     runs.sample(DEP, DAG, "run-1")
     with pytest.raises(AirflowFailException, match=r"expect_column_values_to_be_unique\(id\): \d+ failing rows \d+"):
         runs.validate(DEP, DAG, "run-1")
@@ -200,10 +203,7 @@ def test_repeated_ids_in_a_table_without_a_primary_key_make_the_run_invalid(setu
 ])
 def test_a_misconfigured_source_fails_the_run_at_once_without_retries(setup, ledger, change, message):
     """A missing table or column will be as missing on a retry: Airflow must not wait out 2 x 5 minutes."""
-    engine = sa.create_engine(ledger)
-    with engine.begin() as conn:
-        conn.execute(sa.text(change))
-    engine.dispose()
+    run_sql(ledger, change)
     with pytest.raises(AirflowFailException, match=message):
         runs.sample("support-search", DAG, "run-1")
     with session_scope() as session:
