@@ -51,7 +51,8 @@ def test_sync_registers_once_and_is_idempotent(ledger, config):
         dep = session.scalar(sa.select(Deployment))
         assert dep.active_version.name == "v1"
         assert session.scalar(sa.select(sa.func.count()).select_from(Version)) == 2
-        assert session.scalar(sa.select(sa.func.count()).select_from(Threshold)) == 5   # bow, candidate, attribute, coverage x2
+        # bow, candidate, attribute, coverage x2
+        assert session.scalar(sa.select(sa.func.count()).select_from(Threshold)) == 5
         assert gate_state(session, dep).state == "open"
         assert effective_thresholds(session, dep)["bow_inversion.token_f1"].rollback == 0.6
 
