@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from audits.errors import ConfigError
-from audits.probes.base import not_bool
+from audits.params import Bool, not_bool, problems
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 # `probe.metric`, or `probe.metric[segment]` for the score of one segment (a label of the sample or canaries).
@@ -32,10 +32,9 @@ METRIC_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+(\[[A-Za-z0-9_ .:-]{1,40}\])?$"
 DEFAULT_CONFIG = "embwarden.yaml"
 
 
-# `true` is not 1, "30" or 2.0 is not a count; a number may be a numeric string (YAML 1.1 reads 1e-5 so).
+# As audits.params: `true` is not 1, "30" or 2.0 is not a count; a number may be a numeric string.
 Int = Annotated[int, Strict()]
 Float = Annotated[float, BeforeValidator(not_bool)]
-Bool = Annotated[bool, Strict()]
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
 MAX_SIGMA = 100.0   # Gaussian noise beyond this leaves nothing of a unit vector: surely a typo
 
@@ -549,17 +548,11 @@ def read_text(path: Path) -> str:
                           "save the file as UTF-8") from None
 
 
+# Discriminated unions add the tag to the path; it is not a field the user wrote.
+_TAGS = re.compile(r"sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"
+                   r"|quantize|synthetic|general|production|mixed|email|webhook")
+
+
 def format_errors(exc: ValidationError) -> str:
     """One line per problem: dotted field path, what was expected, and what was found."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) if str(p).isprintable() and str(p) else repr(str(p))   # a key with a newline, say
-                       for p in err["loc"] if not str(p).startswith("function-after"))
-        # Discriminated unions add the tag to the path; it is not a field the user wrote.
-        loc = re.sub(r"(^|\.)(sql|parquet|file|local|openai|tei|none|gaussian_noise|clip_gaussian|vmf|random_projection"
-                     r"|quantize|synthetic|general|production|mixed|email|webhook)(?=\.|$)", "", loc).lstrip(".")
-        found = err.get("input")
-        shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc or '<top>'}: {msg}{shown}")
-    return "; ".join(lines)
+    return "; ".join(problems(exc, hidden=_TAGS))

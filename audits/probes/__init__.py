@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from audits.errors import ConfigError
+from audits.params import problems
 from audits.probes.attribute_inference import AttributeInference
 from audits.probes.bow_inversion import BowInversion
 from audits.probes.candidate_inversion import CandidateInversion
@@ -34,22 +35,11 @@ def make_probe(name: str, params: dict[str, Any] | None = None, seed: int = 0):
     try:
         return cls(seed=seed, **(params or {}))
     except ValidationError as exc:
-        raise ConfigError("; ".join(_problem(name, err) for err in exc.errors())) from None
+        raise ConfigError("; ".join(f"probes.{name}.{line}" for line in problems(exc, owner=name))) from None
     except (TypeError, ValueError) as exc:  # a check across parameters, named "<parameter>: ..."
         message = str(exc)
         raise ConfigError(f"probes.{name}.{message}" if re.match(r"^\w+: ", message)
                           else f"probes.{name}: {message}") from None
-
-
-def _problem(probe: str, err: dict) -> str:
-    """`probes.<probe>.<parameter>: <what was expected> (found <value>)`, one line."""
-    field = ".".join(str(part) if str(part).isidentifier() or isinstance(part, int) else repr(part)
-                     for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) > 1)
-    if err["type"] == "unexpected_keyword_argument":
-        return f"probes.{probe}.{field}: unknown parameter of {probe}"
-    found = err.get("input")
-    shown = "" if isinstance(found, dict | list) or err["type"] == "missing_argument" else f" (found {found!r})"
-    return f"probes.{probe}.{field}: {err['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def metric_ranges() -> dict[str, tuple[float, float | None]]:

@@ -18,7 +18,8 @@ from pydantic import Field
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, statistic_with_ci
-from audits.probes.base import Auxiliary, Int, Real, parameters
+from audits.params import Int, Real, parameters
+from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)

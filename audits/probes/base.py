@@ -6,51 +6,23 @@ attacker is noise-aware), and, where the pipeline is reachable, the pipeline its
 embedding oracle. `score` measures the attack on target vectors and returns Scores with 95%
 intervals. No I/O in either.
 
-Parameters are declared with their ranges in `__init__`'s signature (`Int`, `Real`, `Bool`) and
-checked by `parameters` when the probe is built, which is when the configuration loads: a probe
-that would train nothing (`epochs: 0`) or crash later (`validation_fraction: 2`) is refused then.
+Parameters are declared with their ranges in `__init__`'s signature (audits.params: `Int`, `Real`,
+`Bool`) and checked by `parameters` when the probe is built, which is when the configuration loads:
+a probe that would train nothing (`epochs: 0`) or crash later (`validation_fraction: 2`) is refused then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Protocol, Self
+from typing import ClassVar, Protocol, Self
 
 import numpy as np
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, validate_call
 
 from audits.dp import Guarantee
 from audits.results import Sample, Score
 
 Embed = Callable[[list[str]], np.ndarray]
-
-# Strict: `true` is not 1, "30" or 2.0 is not an integer count.
-Bool = Annotated[bool, Strict()]
-
-
-def Int(low: int, high: int | None = None) -> Any:  # noqa: N802 - reads as a type in signatures
-    """An integer parameter in [low, high]."""
-    return Annotated[int, Strict(), Field(ge=low, le=high)]
-
-
-def not_bool(value: Any) -> Any:
-    """Refuse `true`/`false` where a number is expected (pydantic would read them as 1 and 0)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true or false")
-    return value
-
-
-def Real(low: float | None = None, high: float | None = None, *, above: float | None = None,
-         below: float | None = None) -> Any:  # noqa: N802
-    """A finite number in [low, high] (or (above, below) for open ends). A numeric string is read as
-    its number: YAML 1.1 reads `1e-3` (no dot) as a string."""
-    return Annotated[float, BeforeValidator(not_bool), Field(ge=low, le=high, gt=above, lt=below,
-                                                             allow_inf_nan=False)]
-
-
-# Decorates a probe's __init__: every parameter is checked against its annotation.
-parameters = validate_call(config=ConfigDict(arbitrary_types_allowed=True))
 
 
 @dataclass(frozen=True)

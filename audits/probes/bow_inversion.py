@@ -35,7 +35,8 @@ import numpy as np
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, set_prf
-from audits.probes.base import Auxiliary, Bool, Int, Real, parameters
+from audits.params import Bool, Int, Real, parameters
+from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)

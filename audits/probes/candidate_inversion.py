@@ -21,7 +21,8 @@ from pydantic import Field
 from audits.corpora import secret_kind
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, proportion_with_ci
-from audits.probes.base import Auxiliary, Embed, Int, parameters
+from audits.params import Int, parameters
+from audits.probes.base import Auxiliary, Embed
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)

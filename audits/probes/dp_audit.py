@@ -51,7 +51,8 @@ from scipy.stats import beta, norm
 
 from audits.dp import Guarantee, Rates, epsilon_interval_cp, gdp_epsilon, mu_estimate_pooled
 from audits.errors import ProbeError
-from audits.probes.base import Auxiliary, Int, Real, parameters
+from audits.params import Int, Real, parameters
+from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)

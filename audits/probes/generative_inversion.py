@@ -30,7 +30,8 @@ import numpy as np
 from audits.encoders import BUNDLED_MODEL, bundled_model_dir
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, proportion_with_ci, set_prf, statistic_with_ci
-from audits.probes.base import Auxiliary, Bool, Embed, Int, Real, parameters
+from audits.params import Bool, Int, Real, parameters
+from audits.probes.base import Auxiliary, Embed
 from audits.probes.bow_inversion import _stop_words, content_words, flush_denormals
 from audits.results import Sample, Score
 

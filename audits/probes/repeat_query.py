@@ -51,7 +51,8 @@ import numpy as np
 
 from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, set_prf
-from audits.probes.base import Auxiliary, Embed, Int, parameters
+from audits.params import Int, parameters
+from audits.probes.base import Auxiliary, Embed
 from audits.probes.bow_inversion import BowInversion, _stop_words, content_words
 from audits.results import Sample, Score
 
