@@ -14,15 +14,14 @@ the sample validation (monitors.validation) to judge, naming the expectation and
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from audits.errors import InvalidSample, SourceError, SourceUnavailable
+from audits.pgvector import PGVECTOR_TYPES, from_vector_send, pg_type, register_pgvector_types
 from audits.results import Sample
+from audits.sample_rows import SampleRows, assemble_sample, choose_ids, every_copy
 
 FETCH_CHUNK = 1000
 
@@ -37,99 +36,6 @@ class Columns:
     label: str | None = None      # a segment of each row (category, source): probes are also scored per segment
 
 
-def decode_vector(value, row_id) -> np.ndarray:
-    """One stored vector as float32, whatever its storage form."""
-    if isinstance(value, memoryview):
-        value = value.tobytes()
-    if isinstance(value, (bytes, bytearray)):
-        if len(value) % 4:
-            raise InvalidSample(f"row id={row_id}: vector has {len(value)} bytes, expected a multiple of 4 (float32)")
-        return np.frombuffer(value, dtype="<f4").copy()
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise InvalidSample(f"row id={row_id}: vector is text but not a JSON array") from None
-    if value is None:
-        raise InvalidSample(f"row id={row_id}: vector is NULL")
-    try:
-        return np.asarray(value, dtype=np.float32).reshape(-1)
-    except (TypeError, ValueError):
-        raise InvalidSample(f"row id={row_id}: vector is not a list of numbers") from None
-
-
-class SampleRows:
-    """The rows of a sample as they arrive, in any order, decoded into one preallocated matrix: a
-    row of another dimension is cut or zero-padded to `dimension`, its stored dimension kept."""
-
-    def __init__(self, size: int, dimension: int) -> None:
-        self.dimension = dimension
-        self.vectors = np.zeros((size, dimension), dtype=np.float32)
-        self.ids: list = [None] * size
-        self.texts: list = [None] * size
-        self.dims = [0] * size
-        self.created: list = [None] * size
-        self.labels: list = [None] * size
-
-    def put(self, position: int, row_id, raw, text=None, created_at=None, label=None) -> None:
-        vector = decode_vector(raw, row_id)
-        width = min(self.dimension, vector.shape[0])
-        self.vectors[position, :width] = vector[:width]
-        self.ids[position] = str(row_id)
-        self.texts[position] = "" if text is None else str(text)
-        self.dims[position] = int(vector.shape[0])
-        self.created[position] = _epoch(created_at)
-        self.labels[position] = "" if label is None else str(label)
-
-    def grow(self) -> int:
-        """One more position, for a row beyond those chosen (another row of a repeated id)."""
-        self.vectors = np.concatenate([self.vectors, np.zeros((1, self.dimension), dtype=np.float32)])
-        for column in (self.ids, self.texts, self.created, self.labels):
-            column.append(None)
-        self.dims.append(0)
-        return len(self.ids) - 1
-
-    def sample(self, version: str, with_text: bool, with_label: bool = False) -> Sample:
-        """The sample; a position never filled (a row gone meanwhile) is left out."""
-        kept = [i for i, row_id in enumerate(self.ids) if row_id is not None]
-        if not kept:
-            raise InvalidSample(f"the sample for version {version} is empty, expected at least 1 row")
-        vectors = self.vectors if len(kept) == len(self.ids) else self.vectors[kept]
-        texts = tuple(self.texts[i] for i in kept) if with_text else None
-        labels = tuple(self.labels[i] for i in kept) if with_label else None
-        return Sample(ids=tuple(self.ids[i] for i in kept), vectors=vectors, texts=texts, version=version,
-                      labels=labels, dims=tuple(self.dims[i] for i in kept),
-                      created_at=tuple(self.created[i] for i in kept))
-
-
-def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_text: bool,
-                    with_label: bool = False) -> Sample:
-    """Build a Sample from (id, vector, text[, created_at[, label]]) rows; rows of another dimension are
-    cut or zero-padded to `dimension`, their stored dimension kept in `dims`."""
-    rows = rows if isinstance(rows, Sequence) else list(rows)
-    built = SampleRows(len(rows), dimension)
-    for position, row in enumerate(rows):
-        built.put(position, *row[:3], row[3] if len(row) > 3 else None, row[4] if len(row) > 4 else None)
-    return built.sample(version, with_text, with_label)
-
-
-def _epoch(value) -> float | None:
-    """A stored `created_at` as UTC epoch seconds; naive timestamps are taken as UTC."""
-    from datetime import UTC, datetime
-
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    if hasattr(value, "timestamp"):   # pandas / pyarrow timestamps
-        return float(value.timestamp())
-    return None
-
-
 def _created_at(columns: Columns) -> str:
     if columns.created_at is None:
         raise SourceError("source.columns.created_at: a time window (drift checks) needs the column that says when "
@@ -141,24 +47,6 @@ def _utc(epoch: float):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC)
-
-
-def every_copy(chosen: Sequence, rows: Iterable[tuple]) -> list[tuple]:
-    """The rows of the chosen ids, in the order chosen, with every row of an id that several rows
-    share: a repeated id must reach validation, which fails the sample naming it, not be collapsed."""
-    by_id: dict = {}
-    for row in rows:
-        by_id.setdefault(row[0], []).append(row)
-    return [row for row_id in dict.fromkeys(chosen) for row in by_id.get(row_id, ())]
-
-
-def choose_ids(ids: Sequence, size: int, seed: int, where: str) -> list:
-    if not ids:
-        raise InvalidSample(f"{where} has no rows, expected at least 1")
-    ordered = sorted(ids, key=str)
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(len(ordered), size=min(size, len(ordered)), replace=False)
-    return [ordered[i] for i in sorted(picked)]
 
 
 class SqlTableSource:
@@ -179,7 +67,7 @@ class SqlTableSource:
     in Python, as `choose_ids` does.
     """
 
-    PGVECTOR_TYPES = ("vector", "halfvec", "sparsevec")
+    PGVECTOR_TYPES = PGVECTOR_TYPES
 
     def __init__(self, url: str, table: str, columns: Columns, schema: str | None = None,
                  connection: str | None = None) -> None:
@@ -359,7 +247,7 @@ class SqlTableSource:
         kind = self._pgvector(conn, table, version, dimension)
         vector = table.c[c.vector]
         if kind is not None:
-            as_vector = vector if kind[1] == "vector" else sa.cast(vector, _pg_type(kind[0], "vector", conn))
+            as_vector = vector if kind[1] == "vector" else sa.cast(vector, pg_type(kind[0], "vector", conn))
             vector = getattr(sa.func, kind[0]).vector_send(as_vector)
         # A signed 64-bit seed; the hash is PostgreSQL's own (hash partitioning's), stable across versions.
         key = sa.func.hashtextextended(sa.cast(id_col, sa.Text), sa.literal(int(seed) % (1 << 63), sa.BigInteger))
@@ -377,7 +265,7 @@ class SqlTableSource:
         for row_id, raw, text, created_at, label in conn.execute(
                 query.execution_options(stream_results=True, yield_per=FETCH_CHUNK)):
             if kind is not None and raw is not None:
-                raw = _from_vector_send(raw)
+                raw = from_vector_send(raw)
             slots = free[row_id]
             built.put(slots.pop(0) if slots else built.grow(), row_id, raw, text, created_at, label)
         return built
@@ -394,48 +282,6 @@ class SqlTableSource:
             query = sa.select(*self._selected(table, table.c[self.columns.vector])).where(where, id_col.in_(chunk))
             rows.extend(conn.execute(query))
         return every_copy(chosen, rows)
-
-
-def _from_vector_send(value) -> np.ndarray:
-    """pgvector's binary form: int16 dimension, int16 unused, then big-endian float32 values."""
-    return np.frombuffer(value, dtype=">f4", offset=4).astype(np.float32)
-
-
-def register_pgvector_types() -> None:
-    """Let SQLAlchemy's reflection know pgvector's column types (else it warns "Did not recognize type
-    'vector'" for every table it reads). Values are read in pgvector's binary form, not through them."""
-    import sqlalchemy as sa
-    from sqlalchemy.dialects.postgresql.base import ischema_names
-
-    class PgVector(sa.types.UserDefinedType):
-        cache_ok = True
-        type_name = "vector"
-
-        def __init__(self, dimension: int | str | None = None) -> None:   # reflection passes '384'
-            self.dimension = int(dimension) if dimension is not None else None
-
-        def get_col_spec(self, **kw) -> str:
-            return self.type_name if self.dimension is None else f"{self.type_name}({self.dimension})"
-
-    for name in SqlTableSource.PGVECTOR_TYPES:
-        ischema_names.setdefault(name, type(f"PgVector_{name}", (PgVector,), {"type_name": name, "cache_ok": True}))
-
-
-def _pg_type(schema: str, name: str, conn):
-    """A PostgreSQL type by schema and name, for a CAST."""
-    import sqlalchemy as sa
-
-    class NamedType(sa.types.UserDefinedType):
-        cache_ok = True
-
-        def __init__(self, spec: str) -> None:
-            self.spec = spec
-
-        def get_col_spec(self, **kw) -> str:
-            return self.spec
-
-    preparer = conn.dialect.identifier_preparer
-    return NamedType(f"{preparer.quote_schema(schema)}.{preparer.quote(name)}")
 
 
 class ParquetSource:

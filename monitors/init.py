@@ -31,7 +31,7 @@ from pathlib import Path
 
 from audits.encoders import BUNDLED_MODEL
 from audits.errors import EmbwardenError
-from audits.sources import register_pgvector_types
+from audits.pgvector import register_pgvector_types
 
 SENTENCE = "Hello Ms Novak, your appointment about the asthma check-up has moved to Tuesday at 10:30."
 TEXT_COLUMNS = ("text", "body", "content")          # picked up when --text-column is not given
