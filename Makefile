@@ -25,10 +25,10 @@ corpora:
 	scripts/ensure-corpora.sh
 
 demo: install
-	$(PY) -m monitors.demo
+	$(PY) -m monitors.cli.demo
 
 ui: install
-	$(PY) -m monitors.ui
+	$(PY) -m monitors.cli.ui
 
 test: install
 	scripts/ensure-postgres.sh
@@ -41,6 +41,7 @@ bench: install corpora
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy audits monitors
 
 clean:
 	rm -rf .airflow .embwarden .bench .pytest_cache

@@ -257,10 +257,11 @@ class Auditor:
         target = "none"
         try:
             needs = needs_of(make_probe(name, params, seed=self.seed))
-            target = next((t for t, s in targets.items() if has(s, needs)), None)
-            if target is None:
+            fitting = next((t for t, s in targets.items() if has(s, needs)), None)
+            if fitting is None:
                 raise ProbeError(f"{name} needs targets with {', '.join(sorted(needs))}; "
                                  f"none of {sorted(targets)} has them (configure canaries or a text column)")
+            target = fitting
             probe, cached, fit_seconds = self.fitted(name, params)
             started = time.perf_counter()
             scores = tuple(probe.score(targets[target]))
@@ -329,11 +330,11 @@ def redacted_examples(probe, canaries: Sample, count: int = 3) -> tuple[dict, ..
     """
     import re
 
-    from audits.probes.bow_inversion import _stop_words, content_words
+    from audits.probes.words import content_words, stop_words
 
     if not hasattr(probe, "predict") or canaries.texts is None or canaries.secrets is None:
         return ()
-    stop = _stop_words()
+    stop = stop_words()
     examples = []
     for text, secrets, predicted in zip(canaries.texts[:count], canaries.secrets[:count],
                                         probe.predict(canaries.vectors[:count]), strict=True):

@@ -116,7 +116,8 @@ def from_records(records, where: str) -> Corpus:
     if has_labels and None in labels:
         missing = labels.index(None) + 1
         raise ConfigError(f"{where} row {missing}: field 'label' is missing; give every row a label or none")
-    return Corpus(tuple(texts), tuple(secrets) if has_secrets else None, tuple(labels) if has_labels else None)
+    given = tuple(label for label in labels if label is not None)  # all of them, where any is given
+    return Corpus(tuple(texts), tuple(secrets) if has_secrets else None, given if has_labels else None)
 
 
 def read_jsonl(path: Path) -> Corpus:

@@ -64,9 +64,9 @@ def embedding_coverage(sample_vectors: np.ndarray, attacker_vectors: np.ndarray)
 
 def vocabulary_coverage(sample_texts: Sequence[str], attacker_texts: Sequence[str]) -> np.ndarray:
     """Per sampled text that has content words, the share of them the attacker's corpus holds twice or more."""
-    from audits.probes.bow_inversion import _stop_words, content_words
+    from audits.probes.words import content_words, stop_words
 
-    stop = _stop_words()
+    stop = stop_words()
     counts = Counter(w for text in attacker_texts for w in content_words(text, stop))
     known = {w for w, c in counts.items() if c >= MIN_COUNT}
     shares = []

@@ -102,8 +102,9 @@ class Guarantee:
         """(epsilon, delta) after `queries` answers about the same text, each with fresh noise."""
         if queries < 1:
             raise ValueError(f"queries must be >= 1, got {queries}")
-        if self.mechanism == "gaussian":
-            return gdp_epsilon(self.mu * math.sqrt(queries), self.delta), self.delta
+        mu = self.mu
+        if mu is not None:  # the Gaussian mechanism
+            return gdp_epsilon(mu * math.sqrt(queries), self.delta), self.delta
         return self.epsilon * queries, 0.0
 
     def epsilon_at(self, distance: float) -> float:

@@ -24,7 +24,7 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class Source:
     name: str
     package: str
     files: tuple[Path, ...]
-    reader: object  # Callable[[], Iterator[str]]
+    reader: Callable[[], Iterator[str]]
 
     def missing(self) -> list[Path]:
         return [f for f in self.files if not f.exists()]

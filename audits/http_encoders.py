@@ -149,7 +149,7 @@ class HttpEncoder:
     def dimension(self) -> int:
         """The configured dimension, else that of the API's first answer (one call when none came yet)."""
         if self._dimension is None:
-            self.encode([DIMENSION_PROBE])
+            return int(self.encode([DIMENSION_PROBE]).shape[1])  # the first answer sets _dimension too
         return self._dimension
 
     @cached_property

@@ -8,11 +8,26 @@ line per problem: `<dotted field>: <what was expected> (found <value>)`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError, validate_call
+from pydantic import BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, Strict, ValidationError, validate_call
+from pydantic_core import CoreSchema
 
 Bool = Annotated[bool, Strict()]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Pydantic metadata bundled into one: the `Int(1, 48)` of `Annotated[int, Int(1, 48)]` (a call is
+    fine as metadata, while type checkers refuse one as the annotation itself). It validates as
+    `Annotated[<type>, *items]`. Not annotated_types' GroupedMetadata: on a function's parameter
+    pydantic (2.14) ignores one holding a validator, bounds and all."""
+
+    items: tuple[Any, ...]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler.generate_schema(Annotated[(source, *self.items)])
 
 
 def not_bool(value: Any) -> Any:
@@ -22,16 +37,16 @@ def not_bool(value: Any) -> Any:
     return value
 
 
-def Int(low: int | None = None, high: int | None = None) -> Any:  # noqa: N802 - reads as a type in signatures
-    """An integer in [low, high]."""
-    return Annotated[int, Strict(), Field(ge=low, le=high)]
+def Int(low: int | None = None, high: int | None = None) -> Constraints:  # noqa: N802 - reads as a type
+    """An integer in [low, high]: `Annotated[int, Int(low, high)]`."""
+    return Constraints((Strict(), Field(ge=low, le=high)))
 
 
 def Real(low: float | None = None, high: float | None = None, *, above: float | None = None,
-         below: float | None = None) -> Any:  # noqa: N802
-    """A finite number in [low, high] (or (above, below) for open ends); an integer is accepted."""
-    return Annotated[float, BeforeValidator(not_bool), Field(ge=low, le=high, gt=above, lt=below,
-                                                             allow_inf_nan=False)]
+         below: float | None = None) -> Constraints:  # noqa: N802
+    """A finite number in [low, high] (or (above, below) for open ends), an integer accepted:
+    `Annotated[float, Real(...)]`."""
+    return Constraints((BeforeValidator(not_bool), Field(ge=low, le=high, gt=above, lt=below, allow_inf_nan=False)))
 
 
 # Decorates a probe's __init__: every parameter is checked against its annotation.

@@ -85,7 +85,7 @@ def assemble_sample(rows: Iterable[tuple], version: str, dimension: int, with_te
     rows = rows if isinstance(rows, Sequence) else list(rows)
     built = SampleRows(len(rows), dimension)
     for position, row in enumerate(rows):
-        built.put(position, *row[:3], row[3] if len(row) > 3 else None, row[4] if len(row) > 4 else None)
+        built.put(position, *row[:5])  # (id, vector, text[, created_at[, label]])
     return built.sample(version, with_text, with_label)
 
 

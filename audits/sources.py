@@ -14,9 +14,10 @@ the sample validation (monitors.validation) to judge, naming the expectation and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from audits.errors import InvalidSample, SourceError, SourceUnavailable
 from audits.pgvector import PGVECTOR_TYPES, from_vector_send, pg_type, register_pgvector_types
@@ -98,8 +99,8 @@ class SqlTableSource:
         """The driver's message, first line, without the password should a driver quote it."""
         from sqlalchemy.engine import make_url
 
-        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        text = text[0] if text else type(exc).__name__
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
         password = make_url(self.url).password
         return text.replace(str(password), "***") if password else text
 
@@ -192,6 +193,7 @@ class SqlTableSource:
                 id_col, text_col = table.c[self.columns.id], table.c[self.columns.text]
                 where = sa.and_(table.c[self.columns.version] == version, text_col.is_not(None), text_col != "")
                 wanted = size + len(excluded)
+                rows: Sequence[Sequence[Any]]  # (id, text)
                 if conn.dialect.name == "postgresql":
                     key = sa.func.hashtextextended(sa.cast(id_col, sa.Text),
                                                    sa.literal(int(seed) % (1 << 63), sa.BigInteger))
@@ -224,7 +226,7 @@ class SqlTableSource:
                 table = self._table(conn)
                 text_col = table.c[self.columns.text]
                 return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(
-                    table.c[self.columns.version] == version, text_col.is_not(None), text_col != "")).scalar())
+                    table.c[self.columns.version] == version, text_col.is_not(None), text_col != "")).scalar_one())
         except sa.exc.DBAPIError as exc:
             raise self._unreadable(exc) from None
         finally:

@@ -22,7 +22,9 @@ from audits.dp import Guarantee, analytic_gaussian_sigma
 
 
 class Transform(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The transform's kind in the configuration (`kind: clip_gaussian`); "none" for Identity."""
 
     def apply(self, vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Return transformed float32 vectors; randomness comes only from `rng`."""

@@ -168,7 +168,7 @@ def production_attacker() -> dict[str, float]:
     stands in for the deployment's texts."""
     from audits import general
     from monitors.coverage import DEFAULT_THRESHOLDS
-    from monitors.policy import evaluate
+    from monitors.verdicts import evaluate
 
     texts = general._read(["gcide"])
     np.random.default_rng(0).shuffle(texts)

@@ -51,7 +51,7 @@ def demo_figures() -> dict[str, float]:
 
     shutil.rmtree(ROOT / ".embwarden" / "cache", ignore_errors=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "monitors.demo"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "monitors.cli.demo"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     import sqlalchemy as sa
 

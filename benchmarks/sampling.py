@@ -13,7 +13,7 @@ the imports nor the parent process, whose ru_maxrss a child inherits on Linux, c
 everything the draw holds, libpq's buffers included, which Python's tracemalloc would not see. The
 sample itself is 10,000 x 384 x 4 B = 15.4 MB; the table is 1.6 GB.
 
-The table has a primary key on id and the index the README recommends for a source,
+The table has a primary key on id and the index docs/deployments.md recommends for a source,
 (version, created_at) INCLUDE (id), with which the seeded-hash sampling scans the index only.
 """
 
@@ -123,7 +123,7 @@ def ensure_table() -> tuple[str, float | None]:
 
 
 def _index(url: str) -> None:
-    """The index the README recommends for a source table: the seeded-hash sampling of a version (and
+    """The index docs/deployments.md recommends for a source table: the seeded-hash sampling of a version (and
     time window) then reads the index alone, not the table's 1.6 GB."""
     import sqlalchemy as sa
 

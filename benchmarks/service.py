@@ -96,9 +96,9 @@ def service_figures() -> dict[str, float]:
     from pathlib import Path
 
     from monitors.config import load_config
-    from monitors.database import migrate, session_scope
-    from monitors.ledger import GateEvent
-    from monitors.registry import get_deployment, sync
+    from monitors.ledger.database import migrate, session_scope
+    from monitors.ledger.models import GateEvent
+    from monitors.ledger.registry import get_deployment, sync
     from tests.helpers import write_config
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -119,7 +119,7 @@ def service_figures() -> dict[str, float]:
             port = sock.getsockname()[1]
         env = {**os.environ, "EMBWARDEN_DB_URL": url}
         env.pop("AIRFLOW_CONN_EMBWARDEN_DB", None)
-        server = subprocess.Popen([sys.executable, "-m", "monitors.cli", "--config", str(config), "serve",
+        server = subprocess.Popen([sys.executable, "-m", "monitors.cli.main", "--config", str(config), "serve",
                                    "support-search", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"

@@ -17,7 +17,7 @@ def ui_figures() -> dict[str, float]:
     from fastapi.testclient import TestClient
 
     from monitors.config import load_config
-    from monitors.database import _engine_for, migrate
+    from monitors.ledger.database import _engine_for, migrate
     from monitors.web import auth
     from monitors.web.app import app
     from tests.helpers import write_config

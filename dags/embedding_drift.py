@@ -33,61 +33,61 @@ AFTER_ALL = TriggerRule.ALL_DONE
 def embedding_drift():
     @task
     def deployments() -> list[str]:
-        from monitors.runs import has_reference, list_deployments
+        from monitors.tasks.embedding_drift import has_reference, list_deployments
 
         return [name for name in list_deployments() if has_reference(name)]
 
     @task
     def window(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import sample
+        from monitors.tasks.embedding_drift import window
 
-        return sample(deployment, dag_run.dag_id, dag_run.run_id, window_end=dag_run.run_after.timestamp())
+        return window(deployment, dag_run.dag_id, dag_run.run_id, window_end=dag_run.run_after.timestamp())
 
     @task(trigger_rule=AFTER_ALL)
     def validate(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import validate
+        from monitors.tasks.embedding_drift import validate
 
         return validate(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def drift(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import drift
+        from monitors.tasks.embedding_drift import drift
 
         return drift(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def record(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import record
+        from monitors.tasks.embedding_drift import record
 
         return record(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def evaluate(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import evaluate
+        from monitors.tasks.embedding_drift import evaluate
 
         return evaluate(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def act(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import act
+        from monitors.tasks.embedding_drift import act
 
         return act(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def report(deployment: str, dag_run=None) -> str:
-        from monitors.runs import write_report
+        from monitors.tasks.embedding_drift import write_report
 
         return write_report(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL, retries=0)
     def cleanup(deployment: str, dag_run=None) -> int:
-        from monitors.runs import cleanup
+        from monitors.tasks.embedding_drift import cleanup
 
         return cleanup(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL, retries=0)
     def outcome(names: list[str], dag_run=None) -> dict:
-        from monitors.runs import outcome
+        from monitors.tasks.embedding_drift import outcome
 
         return outcome(names, dag_run.dag_id, dag_run.run_id)
 

@@ -44,26 +44,26 @@ SCHEDULE = os.environ.get("EMBWARDEN_AUDIT_SCHEDULE") or "@daily"
 def privacy_audit():
     @task
     def deployments(params=None, triggering_asset_events=None) -> list[str]:
-        from monitors.runs import list_deployments
+        from monitors.tasks.privacy_audit import list_deployments
 
         asked = [e.extra.get("deployment") for events in (triggering_asset_events or {}).values() for e in events]
         return list_deployments(params.get("deployment"), [name for name in asked if name])
 
     @task
     def sample(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import sample
+        from monitors.tasks.privacy_audit import sample
 
         return sample(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def validate(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import validate
+        from monitors.tasks.privacy_audit import validate
 
         return validate(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def probe_jobs(names: list[str], dag_run=None) -> list[dict]:
-        from monitors.runs import probe_jobs
+        from monitors.tasks.privacy_audit import probe_jobs
 
         return probe_jobs(names, dag_run.dag_id, dag_run.run_id)
 
@@ -71,38 +71,38 @@ def privacy_audit():
     def probe(ref: dict, probe: str) -> dict:
         from airflow.sdk import get_current_context
 
-        from monitors.runs import probe as run_probe
+        from monitors.tasks.privacy_audit import probe as run_probe
 
         get_current_context()["probe_label"] = f"{ref['deployment']}/{probe}"  # names the mapped task in the UI
         return run_probe(ref, probe)
 
     @task(trigger_rule=AFTER_ALL)
     def record(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import record
+        from monitors.tasks.privacy_audit import record
 
         return record(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def evaluate(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import evaluate
+        from monitors.tasks.privacy_audit import evaluate
 
         return evaluate(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def act(deployment: str, dag_run=None) -> dict:
-        from monitors.runs import act
+        from monitors.tasks.privacy_audit import act
 
         return act(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL)
     def reaudit_requests(names: list[str], dag_run=None) -> list[dict]:
-        from monitors.runs import reaudit_requests
+        from monitors.tasks.privacy_audit import reaudit_requests
 
         return reaudit_requests(names, dag_run.dag_id, dag_run.run_id)
 
     @task(outlets=[REAUDIT], map_index_template="{{ request.deployment }}")
     def reaudit(request: dict, outlet_events=None) -> str:
-        from monitors.runs import reaudit_requested
+        from monitors.tasks.privacy_audit import reaudit_requested
 
         outlet_events[REAUDIT].extra = {k: request[k] for k in ("deployment", "version", "reason")}
         reaudit_requested(request)
@@ -110,19 +110,19 @@ def privacy_audit():
 
     @task(trigger_rule=AFTER_ALL)
     def report(deployment: str, dag_run=None) -> str:
-        from monitors.runs import write_report
+        from monitors.tasks.privacy_audit import write_report
 
         return write_report(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL, retries=0)
     def cleanup(deployment: str, dag_run=None) -> int:
-        from monitors.runs import cleanup
+        from monitors.tasks.privacy_audit import cleanup
 
         return cleanup(deployment, dag_run.dag_id, dag_run.run_id)
 
     @task(trigger_rule=AFTER_ALL, retries=0)
     def outcome(names: list[str], dag_run=None) -> dict:
-        from monitors.runs import outcome
+        from monitors.tasks.privacy_audit import outcome
 
         return outcome(names, dag_run.dag_id, dag_run.run_id)
 

@@ -22,6 +22,11 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
+# monitors.frontier.grid's KINDS and pairs bounds, written out: importing them would load numpy at parse
+# time. tests/monitors/frontier/test_frontier.py holds the form equal to them.
+KINDS = ("clip_gaussian", "vmf", "gaussian_noise", "random_projection", "quantize")
+DEFAULT_PAIRS, MIN_PAIRS, MAX_PAIRS = 500, 50, 20_000
+
 
 @dag(
     schedule=None,
@@ -32,13 +37,12 @@ from airflow.sdk import Param, dag, task
     params={
         "deployment": Param(type="string", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", title="Deployment",
                             description="As named in embwarden.yaml, e.g. support-search"),
-        "kind": Param("clip_gaussian", enum=["clip_gaussian", "vmf", "gaussian_noise", "random_projection",
-                                             "quantize"], title="Transform"),
+        "kind": Param("clip_gaussian", enum=list(KINDS), title="Transform"),
         "strengths": Param(None, type=["null", "array"], items={"type": "number", "exclusiveMinimum": 0},
                            minItems=1, maxItems=12, title="Strengths",
                            description="epsilon, sigma, dimension or bits, e.g. [100, 1000, 3000]; "
                                        "empty: the kind's default grid"),
-        "pairs": Param(500, type="integer", minimum=50, maximum=20000, title="Paraphrase pairs",
+        "pairs": Param(DEFAULT_PAIRS, type="integer", minimum=MIN_PAIRS, maximum=MAX_PAIRS, title="Paraphrase pairs",
                        description="Queries (and documents) of the retrieval recall@10 measure"),
     },
     render_template_as_native_obj=True,
@@ -47,9 +51,9 @@ from airflow.sdk import Param, dag, task
 def privacy_frontier():
     @task
     def sweep(params=None, dag_run=None) -> dict:
-        from monitors.frontier import task as frontier_task
+        from monitors.tasks.privacy_frontier import run_sweep
 
-        return frontier_task(params["deployment"], params["kind"], params.get("strengths"), params["pairs"],
+        return run_sweep(params["deployment"], params["kind"], params.get("strengths"), params["pairs"],
                              dag_run.run_id)
 
     sweep()

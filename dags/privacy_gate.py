@@ -41,14 +41,14 @@ REAUDIT = Asset("embwarden_reaudit")  # monitors.assets.REAUDIT_ASSET
 def privacy_gate():
     @task
     def apply(params=None, dag_run=None) -> dict:
-        from monitors.runs import gate_change
+        from monitors.tasks.privacy_gate import gate_change
 
         return gate_change(params["deployment"], params["action"], params.get("version"), params["reason"],
                            f"{dag_run.dag_id}/{dag_run.run_id} ({dag_run.run_type})")
 
     @task(outlets=[REAUDIT])
     def reaudit(change: dict, outlet_events=None) -> str:
-        from monitors.runs import skip_unless
+        from monitors.tasks.privacy_gate import skip_unless
 
         skip_unless(change.get("reaudit"), "the gate changed, the active version did not: no re-audit")
         outlet_events[REAUDIT].extra = change["reaudit"]

@@ -40,8 +40,8 @@ def demo_table(config) -> Path | None:
 
 
 def seed_demo(config=None) -> Path | None:
+    from monitors.cli.demo import seed_production
     from monitors.config import load_config
-    from monitors.demo import seed_production
 
     config = config or load_config()
     path = demo_table(config)

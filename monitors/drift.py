@@ -57,7 +57,7 @@ from scipy import stats
 
 from audits.errors import InvalidSample
 from audits.results import Score
-from monitors.policy import DRIFT_METRICS  # noqa: F401  (re-exported: metric -> allowed threshold range)
+from monitors.thresholds import DRIFT_METRICS  # noqa: F401  (re-exported: metric -> allowed threshold range)
 
 MIN_ROWS = 20
 EVIDENTLY_ROWS = 3000  # per side; MMD kernel of 6,000^2 float64 = 288 MB, under a second on 2 cores

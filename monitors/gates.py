@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audits.errors import EmbwardenError
 from monitors.assets import AUDIT_DAG
-from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Version, utcnow
-from monitors.registry import gate_state, get_deployment, get_version
+from monitors.ledger.models import Action, AuditRun, Deployment, GateEvent, Version, utcnow
+from monitors.ledger.registry import get_deployment, get_version
 
 MANUAL_ACTIONS = ("close_gate", "reopen_gate", "rollback", "activate")
+
+
+OPEN, CLOSED = "open", "closed"
+NO_EVENT = "no gate event recorded"
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,36 @@ class GateStatus:
     reason: str
     active_version: str | None
     since: datetime | None
-    actor: str | None
+    actor: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == OPEN
+
+    def to_json(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "state": self.state, "reason": self.reason,
+                "active_version": self.active_version, "since": self.since.isoformat() if self.since else None}
+
+
+def gate_state(session: Session, dep: Deployment) -> GateEvent | None:
+    """The newest gate event of `dep`, or None when there is none (read as open: `status_of`)."""
+    return session.scalar(sa.select(GateEvent).where(GateEvent.deployment_id == dep.id)
+                          .order_by(GateEvent.id.desc()).limit(1))
+
+
+def status_of(session: Session, dep: Deployment) -> GateStatus:
+    """The gate of `dep`. No event at all reads as open (syncing a deployment always writes one);
+    this is the one place that says so."""
+    gate = gate_state(session, dep)
+    if gate is None:
+        return GateStatus(dep.name, OPEN, NO_EVENT, dep.active_version.name if dep.active_version else None,
+                          dep.created_at)
+    return GateStatus(dep.name, gate.state, gate.reason, dep.active_version.name if dep.active_version else None,
+                      gate.created_at, gate.actor)
 
 
 def status(session: Session, deployment: str) -> GateStatus:
-    dep = get_deployment(session, deployment)
-    gate = gate_state(session, dep)
-    return GateStatus(dep.name, gate.state if gate else "open", gate.reason if gate else "",
-                      dep.active_version.name if dep.active_version else None,
-                      gate.created_at if gate else None, gate.actor if gate else None)
+    return status_of(session, get_deployment(session, deployment))
 
 
 def set_gate(session: Session, dep: Deployment, state: str, reason: str, actor: str,
@@ -84,7 +110,7 @@ def change(session: Session, deployment: str, action: str, reason: str, actor: s
     if action in ("close_gate", "reopen_gate"):
         if version:
             raise EmbwardenError(f"version: {action} takes no version (found {version!r})")
-        state = "closed" if action == "close_gate" else "open"
+        state = CLOSED if action == "close_gate" else OPEN
         set_gate(session, dep, state, reason, actor)
         detail = {"gate": state}
     else:

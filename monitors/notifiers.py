@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audits.errors import EmbwardenError
-from monitors.alerts import Alert
 from monitors.config import EmailChannelConfig, WebhookChannelConfig
 
+if TYPE_CHECKING:  # monitors.alerts sends through this module
+    from monitors.alerts import Alert
+
+# What `notify()` reads of an Airflow context: nothing but `dag`, which an alert sent outside a DAG lacks.
+NO_CONTEXT: Any = {"dag": None}
 TIMEOUT_S = 10  # webhook request timeout unless the connection sets `timeout`
 
 
@@ -58,7 +62,7 @@ def _send_mail(alert: Alert, channel: EmailChannelConfig, delivery_id: str | Non
     headers = {"Message-ID": f"<{delivery_id}@embwarden>"} if delivery_id else None
     SmtpNotifier(to=channel.to, from_email=channel.from_email, subject=alert.subject(),
                  html_content=render_html(alert), smtp_conn_id=channel.connection,
-                 custom_headers=headers).notify({"dag": None})
+                 custom_headers=headers).notify(NO_CONTEXT)
 
 
 def _post_webhook(alert: Alert, channel: WebhookChannelConfig, delivery_id: str | None) -> None:
@@ -75,7 +79,7 @@ def _post_webhook(alert: Alert, channel: WebhookChannelConfig, delivery_id: str 
     # Options passed here win over the connection's extras, so only default the timeout.
     has_timeout = "timeout" in notifier.hook.get_connection(channel.connection).extra_dejson
     notifier.extra_options = {} if has_timeout else {"timeout": TIMEOUT_S}
-    notifier.notify({"dag": None})
+    notifier.notify(NO_CONTEXT)
 
 
 def _reason(exc: Exception, channel: Any) -> str:
@@ -113,7 +117,7 @@ def render_html(alert: Alert) -> str:
     """The mail body; every field is escaped (detail lines can quote error messages)."""
     e = html.escape
     rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _fields(alert))
-    if _is_url(alert.report):
+    if alert.report is not None and _is_url(alert.report):
         report = f"<a href=\"{e(alert.report)}\">{e(alert.report)}</a>"
     else:
         report = e(alert.report or "pending")

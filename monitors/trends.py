@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from monitors.ledger import AuditRun, Score
-from monitors.policy import Levels, is_coverage
+from monitors.ledger.models import AuditRun, Score
+from monitors.thresholds import Levels, is_coverage
 
 MIN_RUNS = 5
 WINDOW = 8

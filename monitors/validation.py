@@ -119,7 +119,7 @@ def validate(sample: Sample, rules: SampleRules, versions: tuple[str, ...] | Non
     frame = facts(sample, versions)
     with_created_at = sample.created_at is not None and any(t is not None for t in sample.created_at)
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
+    context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]  # GX accepts its dict form
     batch = (context.data_sources.add_pandas("embwarden").add_dataframe_asset("sample")
              .add_batch_definition_whole_dataframe("whole"))
     suite = context.suites.add(_suite(rules, with_created_at))

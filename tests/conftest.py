@@ -23,6 +23,18 @@ def encoder() -> LocalEncoder:
 
 
 @pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One `cache_dir` for the session: embeddings of public corpora and the attack models fitted on them.
+
+    The cache is keyed by all a fit depends on (pipeline, corpus, probe settings, seed), so a test that
+    needs a model another test fitted loads it, as every scheduled audit after the first does; a test
+    about fitting or caching itself keeps a cache of its own. Nothing fitted on production text is
+    ever written here (tests/monitors/tasks/test_real_text.py checks that with a cache of its own).
+    """
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
 def pg_admin_url() -> sa.URL:
     url = make_url(PG_URL).set(drivername="postgresql+psycopg2")
     engine = sa.create_engine(url)
@@ -49,7 +61,7 @@ def pg_url(pg_admin_url: sa.URL):
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = pg_admin_url.set(database=name).render_as_string(hide_password=False)
     yield url
-    from monitors.database import _engine_for
+    from monitors.ledger.database import _engine_for
 
     _engine_for.cache_clear()
     with admin.connect() as conn:
@@ -60,7 +72,7 @@ def pg_url(pg_admin_url: sa.URL):
 @pytest.fixture
 def ledger(pg_url, monkeypatch):
     """A migrated PostgreSQL ledger, reached the way tasks reach it (EMBWARDEN_DB_URL)."""
-    from monitors.database import migrate
+    from monitors.ledger.database import migrate
 
     monkeypatch.delenv("AIRFLOW_CONN_EMBWARDEN_DB", raising=False)
     monkeypatch.setenv("EMBWARDEN_DB_URL", pg_url)

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from audits.errors import ConfigError, EmbwardenError
 from audits.probes import PROBES, make_probe
 from audits.transforms import make_transform
-from monitors.cli import main as cli
+from monitors.cli.main import main as cli
 from monitors.config import TransformConfig, load_config
 from tests.conftest import REPO
 
@@ -153,8 +153,8 @@ tokens = st.sampled_from([*CLI_FLAGS, "0.4", "0.6", "none", "nan", "-1", "1e400"
 @pytest.fixture(scope="module")
 def sqlite_ledger():
     """The CLI against a SQLite ledger, synced from a configuration whose source need not exist."""
-    from monitors.database import migrate, session_scope
-    from monitors.registry import sync
+    from monitors.ledger.database import migrate, session_scope
+    from monitors.ledger.registry import sync
     from tests.helpers import write_config
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,9 @@
-"""Probes: one attack each, sklearn-like (`fit` on the auxiliary corpus, `score` on a sample)."""
+"""Probes: one attack each, sklearn-like (`fit` on the auxiliary corpus, `score` on a sample).
+
+PROBES below is the registry. The modules here that hold no probe are parts of those that do: base
+(the contract), words, bow_stacking (bow_inversion's stacked half), text_decoder (generative_inversion's
+decoder) and dp_game (dp_audit's test).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,14 @@ from pydantic import ValidationError
 from audits.errors import ConfigError
 from audits.params import problems
 from audits.probes.attribute_inference import AttributeInference
+from audits.probes.base import Probe
 from audits.probes.bow_inversion import BowInversion
 from audits.probes.candidate_inversion import CandidateInversion
 from audits.probes.dp_audit import DpAudit
 from audits.probes.generative_inversion import GenerativeInversion
 from audits.probes.repeat_query import RepeatQuery
 
-PROBES: dict[str, type] = {
+PROBES: dict[str, type[Probe]] = {
     probe.name: probe
     for probe in (BowInversion, CandidateInversion, AttributeInference, GenerativeInversion, RepeatQuery, DpAudit)
 }

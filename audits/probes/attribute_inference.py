@@ -41,12 +41,13 @@ def attribute_values(attribute: str, labels, secrets, where: str) -> np.ndarray:
 
 
 class AttributeInference:
-    name = "attribute_inference"
+    name: ClassVar[str] = "attribute_inference"
     metrics: ClassVar[dict[str, tuple[float, float | None]]] = {"auc": (0, 1), "advantage": (-1, 1)}
 
     @parameters
     def __init__(self, seed: int = 0, attribute: Annotated[str, Field(pattern=r"^(label|has_[a-z_]+)$")] = "label",
-                 regularization: Real(above=0, high=1e6) = 1.0, bootstrap_resamples: Int(100, 100_000) = 1000) -> None:
+                 regularization: Annotated[float, Real(above=0, high=1e6)] = 1.0,
+                 bootstrap_resamples: Annotated[int, Int(100, 100_000)] = 1000) -> None:
         self.seed = seed
         self.attribute = attribute
         self.regularization = regularization

@@ -6,8 +6,9 @@ attacker is noise-aware), and, where the pipeline is reachable, the pipeline its
 embedding oracle. `score` measures the attack on target vectors and returns Scores with 95%
 intervals. No I/O in either.
 
-Parameters are declared with their ranges in `__init__`'s signature (audits.params: `Int`, `Real`,
-`Bool`) and checked by `parameters` when the probe is built, which is when the configuration loads:
+Parameters are declared with their ranges in `__init__`'s signature (audits.params:
+`Annotated[int, Int(1, 48)]`, `Annotated[float, Real(above=0)]`, `Bool`) and checked by `parameters`
+when the probe is built, which is when the configuration loads:
 a probe that would train nothing (`epochs: 0`) or crash later (`validation_fraction: 2`) is refused then.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -52,6 +53,10 @@ class Auxiliary:
 
 class Probe(Protocol):
     name: ClassVar[str]
+    # metric -> (lowest, highest) value it can take; thresholds outside are refused
+    metrics: ClassVar[dict[str, tuple[float, float | None]]]
+
+    def __init__(self, seed: int = 0, **params: Any) -> None: ...  # each probe's own parameters (make_probe)
 
     def fit(self, aux: Auxiliary) -> Self: ...
 

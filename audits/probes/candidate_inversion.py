@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class CandidateInversion:
     """`kinds` limits the trials to secrets of those kinds; None tries every kind the targets carry."""
 
-    name = "candidate_inversion"
+    name: ClassVar[str] = "candidate_inversion"
     metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
         "top1": (0, 1), "top5": (0, 1), "exposure_bits": (0, None)}
     needs = ("texts", "secrets")
@@ -39,8 +39,9 @@ class CandidateInversion:
     @parameters
     def __init__(self, seed: int = 0,
                  kinds: Annotated[tuple[str, ...], Field(min_length=1)] | None = ("surname", "condition", "secret"),
-                 candidates: Int(2, 100_000) = 100, max_trials: Int(1, 100_000) = 50,
-                 bootstrap_resamples: Int(100, 100_000) = 2000) -> None:
+                 candidates: Annotated[int, Int(2, 100_000)] = 100,
+                 max_trials: Annotated[int, Int(1, 100_000)] = 50,
+                 bootstrap_resamples: Annotated[int, Int(100, 100_000)] = 2000) -> None:
         self.seed = seed
         self.kinds = None if kinds is None else tuple(kinds)
         self.candidates = candidates
@@ -83,7 +84,8 @@ class CandidateInversion:
         if len(trials) > self.max_trials:
             trials = [trials[j] for j in sorted(rng.choice(len(trials), self.max_trials, replace=False))]
 
-        variants, spans = [], []
+        variants: list[str] = []
+        spans: list[tuple[int, int]] = []
         for i, key in trials:
             truth, kind = sample.secrets[i][key], secret_kind(key)
             others = sorted(pools[kind] - {truth})

@@ -44,21 +44,23 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from functools import reduce
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-from scipy.stats import beta, norm
 
 from audits.dp import Guarantee, Rates, epsilon_interval_cp, gdp_epsilon, mu_estimate_pooled
 from audits.errors import ProbeError
 from audits.params import Int, Real, parameters
 from audits.probes.base import Auxiliary
+from audits.probes.dp_game import ThresholdTest, best_threshold, clip_input, unit
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
 
 MAX_QUERIES = 250_000  # threshold + evaluation draws per input: what one audit may cost
 DEFAULT_DELTA = 1e-5   # the delta the GDP method converts at when the transform claims none
+_Test = ThresholdTest  # its name here before the split: model-cache entries pickled then refer to it
 
 
 @dataclass(frozen=True)
@@ -106,85 +108,9 @@ class DpAuditDetails:
         }
 
 
-@dataclass(frozen=True)
-class _Test:
-    """One fixed test: output . direction > threshold says 'the second input'."""
-
-    direction: np.ndarray
-    threshold: float
-    label: str
-    split_bound: float
-
-
-def _upper(errors: np.ndarray, trials: int, alpha: float) -> np.ndarray:
-    """Vectorised one-sided Clopper-Pearson upper bounds (audits.dp.clopper_pearson_upper)."""
-    safe = np.minimum(errors, trials - 1)
-    return np.where(errors >= trials, 1.0, beta.ppf(1 - alpha, safe + 1, trials - safe))
-
-
-def split_bounds(fp: np.ndarray, negatives: int, fn: np.ndarray, positives: int, method: str,
-                 delta: float, confidence: float) -> np.ndarray:
-    """The bound each candidate threshold gives on the threshold split itself: mu's pooled lower
-    bound (GDP method: the threshold with the fewest errors, FPR = FNR for a Gaussian mechanism)
-    or Jagielski's epsilon bound (cp). Only used to choose a test."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if method == "gdp":  # audits.dp.mu_estimate_pooled: fewest errors in all
-            bound = 2 * norm.isf(_upper(fp + fn, negatives + positives, 1 - confidence))
-        else:
-            alpha = (1 - confidence) / 2
-            fp_u, fn_u = _upper(fp, negatives, alpha), _upper(fn, positives, alpha)
-            bound = np.fmax(np.log((1 - delta - fn_u) / fp_u), np.log((1 - delta - fp_u) / fn_u))
-    return np.maximum(np.nan_to_num(bound, nan=0.0, neginf=0.0, posinf=0.0), 0.0)
-
-
-def best_threshold(s0: np.ndarray, s1: np.ndarray, method: str, delta: float,
-                   confidence: float) -> tuple[float, float]:
-    """The test's threshold on the projections (s0 of the first input, s1 of the second, the
-    second expected higher), and the bound it gives on this split.
-
-    GDP method: the equal-error threshold (FPR = FNR on the split, fewest errors among ties). For
-    a symmetric trade-off curve (a Gaussian mechanism; any rotation-invariant noise on the
-    worst-case pair x, -x) that is where the average error is smallest, so the pooled bound is
-    tightest there; and unlike the argmin of the total errors, which is flat near its minimum,
-    it is a stable estimate. Jagielski's bound (cp) is decided in the tails: the threshold that
-    maximises it on the split, among midpoints of pooled quantiles dense in both tails.
-    """
-    s0, s1 = np.sort(s0), np.sort(s1)
-    pooled = np.concatenate([s0, s1])
-    if method == "gdp":
-        cuts = np.unique(pooled)
-    else:
-        tail = np.geomspace(0.5 / pooled.size, 0.5, 150)
-        probs = np.clip(np.unique(np.concatenate([tail, np.linspace(0, 1, 201), 1 - tail])), 0, 1)
-        cuts = np.unique(np.quantile(pooled, probs))
-    if cuts.size < 2:  # every output projects to the same value: no test tells them apart
-        return float(cuts[0]), 0.0
-    thresholds = (cuts[:-1] + cuts[1:]) / 2
-    fp = s0.size - np.searchsorted(s0, thresholds, side="right")
-    fn = np.searchsorted(s1, thresholds, side="right")
-    if method == "gdp":
-        gap = np.abs(fp / s0.size - fn / s1.size)
-        best = int(np.lexsort((fp + fn, gap))[0])
-        bound = split_bounds(fp[best:best + 1], s0.size, fn[best:best + 1], s1.size, method, delta, confidence)
-        return float(thresholds[best]), float(bound[0])
-    bounds = split_bounds(fp, s0.size, fn, s1.size, method, delta, confidence)
-    best = int(np.argmax(bounds))
-    return float(thresholds[best]), float(bounds[best])
-
-
-def _unit(vector: np.ndarray) -> np.ndarray | None:
-    length = float(np.linalg.norm(vector))
-    return (np.asarray(vector, dtype=np.float64) / length).astype(np.float32) if length > 1e-12 else None
-
-
-def _clip(vector: np.ndarray, guarantee: Guarantee | None) -> np.ndarray:
-    """The input as the claimed mechanism sees it: clipped to sensitivity / 2 (the sphere for vMF)."""
-    vector = np.asarray(vector, dtype=np.float64)
-    if guarantee is None:
-        return vector
-    length = max(float(np.linalg.norm(vector)), 1e-12)
-    bound = guarantee.sensitivity / 2
-    return vector * (bound / length if guarantee.mechanism == "vmf" else min(1.0, bound / length))
+def _floats(triple: tuple[float, float, float]) -> tuple[float, float, float]:
+    """(lower bound, point, upper limit) as Python floats, for the report."""
+    return float(triple[0]), float(triple[1]), float(triple[2])
 
 
 class DpAudit:
@@ -192,7 +118,7 @@ class DpAudit:
     `threshold_queries` (draws per input that choose the test), `confidence`, `delta` (default:
     the claim's, else 1e-5), `chunk` (rows per call to the pipeline)."""
 
-    name = "dp_audit"
+    name: ClassVar[str] = "dp_audit"
     metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
         "empirical_epsilon": (0, None), "empirical_epsilon_cp": (0, None), "epsilon_ratio": (0, None)}
     needs: ClassVar[tuple[str, ...]] = ()
@@ -201,9 +127,11 @@ class DpAudit:
 
     @parameters
     def __init__(self, seed: int = 0, inputs: Literal["worst_case", "texts"] = "worst_case",
-                 queries: Int(1, MAX_QUERIES) = 200_000, threshold_queries: Int(2, MAX_QUERIES) = 50_000,
-                 confidence: Real(0.5, below=1) = 0.95, delta: Real(0, below=1) | None = None,
-                 chunk: Int(1, 10_000_000) = 20_000) -> None:
+                 queries: Annotated[int, Int(1, MAX_QUERIES)] = 200_000,
+                 threshold_queries: Annotated[int, Int(2, MAX_QUERIES)] = 50_000,
+                 confidence: Annotated[float, Real(0.5, below=1)] = 0.95,
+                 delta: Annotated[float, Real(0, below=1)] | None = None,
+                 chunk: Annotated[int, Int(1, 10_000_000)] = 20_000) -> None:
         if queries + threshold_queries > MAX_QUERIES:
             raise ValueError(f"queries: queries + threshold_queries must be <= {MAX_QUERIES:,} per input, "
                              f"found {queries + threshold_queries:,}")
@@ -254,7 +182,7 @@ class DpAudit:
         guarantee = aux.guarantee
         self.guarantee_ = guarantee
         self.delta_ = self._resolve_delta(guarantee)
-        self.method_ = "cp" if guarantee is not None and guarantee.mechanism == "vmf" else "gdp"
+        self.method_: Literal["gdp", "cp"] = "cp" if guarantee is not None and guarantee.mechanism == "vmf" else "gdp"
         if self.method_ == "gdp" and self.delta_ <= 0:
             raise ProbeError("dp_audit.delta must be > 0 to audit a Gaussian (or unstated) mechanism")
         rng = np.random.default_rng(self.seed)
@@ -268,8 +196,8 @@ class DpAudit:
             c = guarantee.sensitivity / 2 if guarantee is not None else 1.0
             self.inputs_ = ((c * e).astype(np.float32), (-c * e).astype(np.float32))
             known, known_label = -e, "crafted"
-            x0, x1 = (_clip(x, guarantee) for x in self.inputs_)
-            self.distance_ = float(np.linalg.norm(x1 - x0))
+            x0, x1 = (clip_input(x, guarantee) for x in self.inputs_)
+            self.distance_: float | None = float(np.linalg.norm(x1 - x0))
         else:
             if aux.embed is None:
                 raise ProbeError("dp_audit needs the pipeline as an embedding oracle (aux.embed) for text inputs")
@@ -277,9 +205,9 @@ class DpAudit:
             known, known_label, self.distance_ = None, "clean difference", None
             if aux.encode is not None:
                 clean = np.asarray(aux.encode(list(self.texts_)), dtype=np.float64)
-                a, b = _clip(clean[0], guarantee), _clip(clean[1], guarantee)
+                a, b = clip_input(clean[0], guarantee), clip_input(clean[1], guarantee)
                 known, self.distance_ = b - a, float(np.linalg.norm(b - a))
-        self.tests_ = self._choose_tests(_unit(known) if known is not None else None, known_label)
+        self.tests_ = self._choose_tests(unit(known) if known is not None else None, known_label)
         log.info("dp_audit: %s inputs, test chosen on %d draws per input (GDP: %s direction, cp: %s direction)",
                  self.inputs, self.threshold_queries, self.tests_["gdp"].label, self.tests_["cp"].label)
         return self
@@ -316,24 +244,23 @@ class DpAudit:
         other = others[int(rng.integers(len(others)))]
         return text, re.sub(rf"\b{re.escape(surname)}\b", lambda _: other, text)
 
-    def _choose_tests(self, known: np.ndarray | None, known_label: str) -> dict[str, _Test]:
+    def _choose_tests(self, known: np.ndarray | None, known_label: str) -> dict[str, ThresholdTest]:
         """Threshold split: the first half of each input's draws gives the mean-difference
         direction; every draw is projected onto the known direction, the second half onto both.
         Each method keeps the (direction, threshold) with the best bound on the split."""
         first = self.threshold_queries // 2
-        sums = [np.zeros(0), np.zeros(0)]
+        sums: list[np.ndarray] = []
         known_proj: list[list[np.ndarray]] = [[], []]
         for which in (0, 1):
-            total = None
+            chunk_sums = []
             for out in self._stream(which, first):
                 if known is not None and out.shape[1] != known.shape[0]:
                     known = None  # the transform changed the space: only the estimated direction applies
                 if known is not None:
                     known_proj[which].append(out @ known)
-                chunk_sum = out.sum(axis=0, dtype=np.float64)
-                total = chunk_sum if total is None else total + chunk_sum
-            sums[which] = total
-        mean_dir = _unit(sums[1] / first - sums[0] / first)
+                chunk_sums.append(out.sum(axis=0, dtype=np.float64))
+            sums.append(reduce(np.add, chunk_sums))  # summed in draw order
+        mean_dir = unit(sums[1] / first - sums[0] / first)
         mean_proj: list[list[np.ndarray]] = [[], []]
         for which in (0, 1):
             for out in self._stream(which, self.threshold_queries - first):
@@ -348,15 +275,15 @@ class DpAudit:
             candidates.append((mean_dir, "mean difference", [np.concatenate(p) for p in mean_proj]))
         if not candidates:  # the two inputs' outputs do not differ on average: any direction is as good
             dimension = sums[0].shape[0]
-            return {m: _Test(np.eye(1, dimension, dtype=np.float32)[0], 0.0, "none", 0.0) for m in ("gdp", "cp")}
+            return {m: ThresholdTest(np.eye(1, dimension, dtype=np.float32)[0], 0.0, "none", 0.0)
+                    for m in ("gdp", "cp")}
         tests = {}
         for method in ("gdp", "cp"):
-            best = None
+            tried = []
             for direction, label, (s0, s1) in candidates:
                 threshold, bound = best_threshold(s0, s1, method, self.delta_, self.confidence)
-                if best is None or bound > best.split_bound:
-                    best = _Test(direction, threshold, label, bound)
-            tests[method] = best
+                tried.append(ThresholdTest(direction, threshold, label, bound))
+            tests[method] = max(tried, key=lambda test: test.split_bound)  # the first of equals
         return tests
 
     # -- score: fresh draws, fixed tests ---------------------------------------------------------
@@ -366,9 +293,10 @@ class DpAudit:
         g = self.guarantee_
         if g is None:
             return None
-        if g.mechanism == "vmf" or math.isclose(self.delta_, g.delta, rel_tol=1e-12):
+        mu = g.mu  # None for a pure-DP (vMF) claim, whose epsilon holds at any delta
+        if mu is None or math.isclose(self.delta_, g.delta, rel_tol=1e-12):
             return float(g.epsilon)
-        return gdp_epsilon(g.mu, self.delta_)
+        return gdp_epsilon(mu, self.delta_)
 
     def score(self, sample: Sample) -> list[Score]:
         if not hasattr(self, "tests_"):
@@ -387,20 +315,23 @@ class DpAudit:
         rates_cp = Rates(int(errors[0][1]), n, int(errors[1][1]), n)
         mu = mu_estimate_pooled(rates, self.confidence)
         eps_cp = epsilon_interval_cp(rates_cp, self.delta_, self.confidence)
-        eps_gdp = tuple(gdp_epsilon(m, self.delta_) for m in mu) if self.delta_ > 0 else eps_cp
+        eps_gdp = (gdp_epsilon(mu[0], self.delta_), gdp_epsilon(mu[1], self.delta_),
+                   gdp_epsilon(mu[2], self.delta_)) if self.delta_ > 0 else eps_cp
         primary = eps_cp if self.method_ == "cp" else eps_gdp
         claimed = self.claimed_epsilon()
         g = self.guarantee_
-        epsilon_at = g.epsilon_at(self.distance_) if g is not None and self.distance_ is not None else None
-        if epsilon_at is not None and g.mechanism == "gaussian" and not math.isclose(self.delta_, g.delta):
-            epsilon_at = gdp_epsilon(self.distance_ / g.noise, self.delta_)
+        epsilon_at = None
+        if g is not None and self.distance_ is not None:
+            epsilon_at = g.epsilon_at(self.distance_)
+            if g.mechanism == "gaussian" and not math.isclose(self.delta_, g.delta):
+                epsilon_at = gdp_epsilon(self.distance_ / g.noise, self.delta_)
         self.details_ = DpAuditDetails(
             inputs=self.inputs, mechanism=g.mechanism if g else None, claimed_epsilon=claimed,
             claimed_delta=g.delta if g else None, delta=self.delta_, method=self.method_,
             confidence=self.confidence, queries=n, threshold_queries=self.threshold_queries,
             direction=self.tests_["gdp"].label, direction_cp=self.tests_["cp"].label, rates=rates,
-            rates_cp=rates_cp, mu=tuple(float(m) for m in mu), empirical_epsilon=tuple(map(float, primary)),
-            empirical_epsilon_cp=tuple(map(float, eps_cp)), distance=self.distance_,
+            rates_cp=rates_cp, mu=_floats(mu), empirical_epsilon=_floats(primary),
+            empirical_epsilon_cp=_floats(eps_cp), distance=self.distance_,
             epsilon_at_distance=epsilon_at, guarantee=g.describe() if g else "none")
         log.info("dp_audit (%s inputs): empirical epsilon >= %.3f (point %.3f, %s) vs claimed %s; "
                  "FPR %.4f FNR %.4f over %d draws per input", self.inputs, primary[0], primary[1],

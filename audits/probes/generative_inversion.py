@@ -9,21 +9,18 @@ iterative corrector). Metrics: corpus BLEU, content-word F1, exact match, cosine
 re-embedded output to the target, and the share of secret words written out.
 
 Everything is sized for CPUs: the softmax covers only the wordpieces of the auxiliary corpus,
-attention keeps a key/value cache during beam search, and training stops at a wall-clock budget.
+attention keeps a key/value cache during beam search, and training stops at a wall-clock budget
+(the decoder, its training and its beam search: audits.probes.text_decoder).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 
@@ -32,7 +29,8 @@ from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, proportion_with_ci, set_prf, statistic_with_ci
 from audits.params import Bool, Int, Real, parameters
 from audits.probes.base import Auxiliary, Embed
-from audits.probes.bow_inversion import _stop_words, content_words, flush_denormals
+from audits.probes.text_decoder import SEP, UNK, autocast, beam_search, cpu_kernels, decoder_class, train
+from audits.probes.words import content_words, stop_words
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -50,94 +48,6 @@ def normalize(text: str) -> str:
     return " ".join(_PIECE.findall(text.lower()))
 
 
-@contextmanager
-def _cpu_kernels(device) -> Iterator[None]:
-    """On CPU: denormals flushed, and the math attention kernel (the flash kernel's backward is slower
-    at these short lengths)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if device.type != "cpu":
-        yield
-        return
-    with flush_denormals(), sdpa_kernel(SDPBackend.MATH):
-        yield
-
-
-def _autocast(device):
-    """bf16 matmuls where the hardware has them (AVX512-BF16 CPUs, recent GPUs); weights, optimiser
-    state and losses stay float32. Measured on two AVX512-BF16 cores, one training step: 0.75 s in
-    float32, 0.3 s in bf16. Enter it per step: autocast caches the bf16 copies of the weights for as
-    long as the context lasts, so one context around all of training would keep the initial weights."""
-    import torch
-
-    if device.type == "cuda":
-        enabled = torch.cuda.is_bf16_supported()
-    else:
-        enabled = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@cache
-def _modules():
-    """The decoder's torch modules, defined on first use so that importing the probe stays cheap."""
-    import torch
-
-    nn, F = torch.nn, torch.nn.functional
-
-    class Block(nn.Module):
-        """A pre-LN causal self-attention block that can extend a key/value cache (cheap beam search)."""
-
-        def __init__(self, width: int, heads: int, dropout: float) -> None:
-            super().__init__()
-            self.heads, self.dropout = heads, dropout
-            self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-            self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
-            self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-            self.drop = nn.Dropout(dropout)
-
-        def forward(self, x, cache=None):
-            b, t, w = x.shape
-            q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(self.norm1(x)).split(w, -1))
-            if cache is not None:  # one new position attends to everything before it
-                k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None,
-                                               dropout_p=self.dropout if self.training else 0.0)
-            x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, t, w)))
-            return x + self.drop(self.mlp(self.norm2(x))), (k, v)
-
-    class Decoder(nn.Module):
-        """[prefix(vector); tokens] -> next-token logits, output layer tied to the token embeddings."""
-
-        def __init__(self, tokens, positions, dim_in: int, prefix_tokens: int, layers: int,
-                     dropout: float) -> None:
-            super().__init__()
-            width = tokens.shape[1]
-            self.prefix_tokens = prefix_tokens
-            self.tokens = nn.Embedding.from_pretrained(tokens, freeze=False)
-            self.positions = nn.Embedding.from_pretrained(positions, freeze=False)
-            self.prefix = nn.Sequential(nn.LayerNorm(dim_in), nn.Linear(dim_in, 2 * width), nn.GELU(),
-                                        nn.Linear(2 * width, prefix_tokens * width))
-            heads = next(h for h in range(max(1, width // 64), 0, -1) if width % h == 0)  # heads ~64 wide
-            self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
-            self.norm = nn.LayerNorm(width)
-            self.drop = nn.Dropout(dropout)
-
-        def forward(self, vectors, tokens, caches=None, start: int = 0):
-            """Logits after each position of `tokens`; with `vectors` the prefix is prepended (no cache yet)."""
-            x = self.tokens(tokens)
-            if vectors is not None:
-                x = torch.cat([self.prefix(vectors).view(len(vectors), self.prefix_tokens, -1), x], 1)
-            x = self.drop(x + self.positions(torch.arange(start, start + x.shape[1], device=x.device)))
-            new = []
-            for i, block in enumerate(self.blocks):
-                x, kv = block(x, None if caches is None else caches[i])
-                new.append(kv)
-            h = self.norm(x[:, -tokens.shape[1]:])
-            return h @ self.tokens.weight.T, new
-
-    return Decoder
-
-
 class GenerativeInversion:
     """Vector -> text decoder trained on the auxiliary corpus; the output is compared with the true text.
 
@@ -150,7 +60,7 @@ class GenerativeInversion:
     `make bench` measures its strength (section `generative`).
     """
 
-    name = "generative_inversion"
+    name: ClassVar[str] = "generative_inversion"
     metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
         "bleu": (0, 100), "token_f1": (0, 1), "exact_match": (0, 1), "cosine": (-1, 1), "secret_recovery": (0, 1)}
     needs = ("texts",)
@@ -158,13 +68,17 @@ class GenerativeInversion:
     min_texts = 50
 
     @parameters
-    def __init__(self, seed: int = 0, decoder_init: str = BUNDLED_MODEL, layers: Int(1, 48) = 3,
-                 prefix_tokens: Int(1, 64) = 4, max_tokens: Int(2, 512) = 48, epochs: Int(1, 10_000) = 15,
-                 train_seconds: Real(above=0, high=86_400) = 570.0, learning_rate: Real(above=0, high=10) = 1e-3,
-                 batch_size: Int(1, 4096) = 32, dropout: Real(0, below=1) = 0.0, beam_size: Int(1, 64) = 4,
-                 rerank: Bool = True, max_targets: Int(1, 100_000) = 200,
-                 bootstrap_resamples: Int(100, 100_000) = 1000, correction_steps: Int(0, 100) = 1,
-                 correction_alpha: Real(above=0, high=4) = 1.0) -> None:
+    def __init__(self, seed: int = 0, decoder_init: str = BUNDLED_MODEL, layers: Annotated[int, Int(1, 48)] = 3,
+                 prefix_tokens: Annotated[int, Int(1, 64)] = 4, max_tokens: Annotated[int, Int(2, 512)] = 48,
+                 epochs: Annotated[int, Int(1, 10_000)] = 15,
+                 train_seconds: Annotated[float, Real(above=0, high=86_400)] = 570.0,
+                 learning_rate: Annotated[float, Real(above=0, high=10)] = 1e-3,
+                 batch_size: Annotated[int, Int(1, 4096)] = 32, dropout: Annotated[float, Real(0, below=1)] = 0.0,
+                 beam_size: Annotated[int, Int(1, 64)] = 4, rerank: Bool = True,
+                 max_targets: Annotated[int, Int(1, 100_000)] = 200,
+                 bootstrap_resamples: Annotated[int, Int(100, 100_000)] = 1000,
+                 correction_steps: Annotated[int, Int(0, 100)] = 1,
+                 correction_alpha: Annotated[float, Real(above=0, high=4)] = 1.0) -> None:
         if decoder_init != BUNDLED_MODEL and not (Path(decoder_init).expanduser() / "config.json").is_file():
             raise ValueError(f"decoder_init: {decoder_init} is not a Hugging Face model "
                              f"directory (no config.json); use {BUNDLED_MODEL!r} or a path")
@@ -214,15 +128,16 @@ class GenerativeInversion:
         if len(position_table) < span:  # too few pretrained positions: learn the rest from scratch
             extra = torch.randn(span - len(position_table), position_table.shape[1]) * position_table.std()
             position_table = torch.cat([position_table, extra])
-        decoder = _modules()(token_table[torch.from_numpy(vocab)].clone(), position_table[:span].clone(),
+        decoder = decoder_class()(token_table[torch.from_numpy(vocab)].clone(), position_table[:span].clone(),
                              vectors.shape[1], self.prefix_tokens, self.layers, self.dropout).to(device)
-        with _cpu_kernels(device):
-            self._train(decoder, vectors, sequences, device)
+        with cpu_kernels(device):
+            train(decoder, vectors, sequences, device, epochs=self.epochs, batch_size=self.batch_size,
+                  learning_rate=self.learning_rate, train_seconds=self.train_seconds, seed=self.seed)
         decoder.eval()
         self.model_, self.device_, self.shape_ = decoder, device, (len(vocab), span, vectors.shape[1])
         self.embed_: Embed | None = aux.embed
 
-        stop = _stop_words()
+        stop = stop_words()
         counts = Counter(w for t in texts for w in content_words(t, stop))
         self.common_words_ = frozenset(w for w, c in counts.items() if c > self.common_word_share * len(texts))
         return self
@@ -243,7 +158,7 @@ class GenerativeInversion:
             vocab, span, dim_in = self.shape_
             width = state["model_"]["tokens.weight"].shape[1]
             self.device_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            decoder = _modules()(torch.zeros(vocab, width), torch.zeros(span, width), dim_in, self.prefix_tokens,
+            decoder = decoder_class()(torch.zeros(vocab, width), torch.zeros(span, width), dim_in, self.prefix_tokens,
                                  self.layers, self.dropout)
             decoder.load_state_dict(state["model_"])
             self.model_ = decoder.to(self.device_).eval()
@@ -263,71 +178,6 @@ class GenerativeInversion:
         positions = positions.weight.detach().float() if positions is not None else tokens[:0]
         return tokenizer, tokens, positions
 
-    def _batches(self, lengths: np.ndarray, gen) -> list[np.ndarray]:
-        """Shuffled batches of texts of similar length (less padding), in shuffled order."""
-        import torch
-
-        order = torch.randperm(len(lengths), generator=gen).numpy()
-        chunk = self.batch_size * 50
-        batches = []
-        for start in range(0, len(order), chunk):
-            part = order[start : start + chunk]
-            part = part[np.argsort(lengths[part], kind="stable")]
-            batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
-        return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-
-    def _train(self, decoder, vectors: np.ndarray, sequences: list[list[int]], device) -> None:
-        """Teacher forcing with AdamW; the learning rate warms up, then decays linearly to zero over the
-        planned steps or the time budget, whichever runs out first."""
-        import torch
-
-        lengths = np.array([len(s) for s in sequences])
-        padded = np.zeros((len(sequences), lengths.max()), dtype=np.int64)  # 0 is [PAD]
-        for row, seq in enumerate(sequences):
-            padded[row, : len(seq)] = seq
-        x_all, y_all = torch.from_numpy(vectors).to(device), torch.from_numpy(padded).to(device)
-        opt = torch.optim.AdamW(decoder.parameters(), lr=self.learning_rate, weight_decay=0.01, fused=True)
-        gen = torch.Generator().manual_seed(self.seed)
-        planned = self.epochs * math.ceil(len(sequences) / self.batch_size)
-        warmup = max(1, min(200, planned // 20))
-        started, step = time.perf_counter(), 0
-        decoder.train()
-        for epoch in range(self.epochs):
-            total, count = 0.0, 0
-            for rows in self._batches(lengths, gen):
-                by_steps, by_time = step / planned, (time.perf_counter() - started) / self.train_seconds
-                # The schedule follows the steps, so that a fit is reproducible for a seed; it follows
-                # the clock only once the time budget is clearly the tighter limit, to still end low.
-                progress = by_time if by_time > by_steps + 0.05 else by_steps
-                if progress >= 1:
-                    break
-                for group in opt.param_groups:
-                    group["lr"] = self.learning_rate * min((step + 1) / warmup, 1 - progress)
-                idx = torch.from_numpy(rows).to(device)
-                seq = y_all[idx, : lengths[rows].max()]
-                with _autocast(device):
-                    logits, _ = decoder(x_all[idx], seq[:, :-1])
-                # The output at [CLS] predicts the first wordpiece, and so on; [PAD] targets are ignored.
-                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                         seq[:, 1:].reshape(-1), ignore_index=0)
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-                opt.step()
-                step, total, count = step + 1, total + loss.item(), count + 1
-            log.info("generative_inversion epoch %d: loss %.3f over %d steps, %.0f s", epoch + 1,
-                     total / max(count, 1), count, time.perf_counter() - started)
-            if step >= planned or time.perf_counter() - started >= self.train_seconds:
-                break
-        per_epoch = math.ceil(len(sequences) / self.batch_size)
-        if step < per_epoch:   # an attacker this undertrained would understate the leak: no score
-            raise ProbeError(f"generative_inversion: the time budget (train_seconds {self.train_seconds:g}) ran out "
-                             f"after {step} of the {per_epoch} steps of one epoch; raise train_seconds")
-        if step < planned:
-            log.warning("generative_inversion: time budget of %.0f s reached after %d of %d steps; this fit "
-                        "depends on the machine's load (raise train_seconds for reproducible scores)",
-                        self.train_seconds, step, planned)
-
     # -- generation ------------------------------------------------------------------------
     def generate(self, vectors: np.ndarray, batch: int = 64) -> list[list[str]]:
         """Beam search: per vector, its `beam_size` candidate texts, best first."""
@@ -336,55 +186,21 @@ class GenerativeInversion:
         import torch
 
         out: list[list[str]] = []
-        with torch.inference_mode(), _cpu_kernels(self.device_), _autocast(self.device_):
+        k = self.beam_size
+        with torch.inference_mode(), cpu_kernels(self.device_), autocast(self.device_):
             for start in range(0, len(vectors), batch):
                 x = torch.from_numpy(np.asarray(vectors[start : start + batch], np.float32)).to(self.device_)
-                out += self._beam_search(x)
+                tokens, ranked = beam_search(self.model_, x, beam_size=k, prefix_tokens=self.prefix_tokens,
+                                             max_tokens=self.max_tokens)
+                texts = self._decode(tokens)
+                out += [[texts[i * k + j] for j in order] for i, order in enumerate(ranked)]
         return out
-
-    def _beam_search(self, x) -> list[list[str]]:
-        import torch
-
-        n, k, decoder = len(x), self.beam_size, self.model_
-        cls, sep = 1, 2  # local ids: [PAD], [CLS], [SEP], [UNK] come first
-        logits, caches = decoder(x, torch.full((n, 1), cls, device=x.device))
-        caches = [(a.repeat_interleave(k, 0), b.repeat_interleave(k, 0)) for a, b in caches]
-        scores = torch.full((n, k), -math.inf, device=x.device)
-        scores[:, 0] = 0.0  # all beams start identical: expand only the first
-        tokens = torch.zeros((n * k, 0), dtype=torch.long, device=x.device)
-        done = torch.zeros(n * k, dtype=torch.bool, device=x.device)
-        lengths = torch.zeros(n * k, device=x.device)
-        logits = logits[:, -1].repeat_interleave(k, 0)
-        position = self.prefix_tokens + 1
-        for _ in range(self.max_tokens):
-            logp = torch.log_softmax(logits.float(), -1)
-            logp[:, [0, cls, 3]] = -math.inf  # never write [PAD], [CLS] or [UNK]
-            logp[done] = -math.inf
-            logp[done, 0] = 0.0  # finished beams only extend with [PAD], at no cost
-            vocab = logp.shape[-1]
-            top, flat = (scores.view(-1, 1) + logp).view(n, k * vocab).topk(k, -1)
-            origin = (flat // vocab + torch.arange(n, device=x.device).view(-1, 1) * k).view(-1)
-            token = (flat % vocab).view(-1)
-            tokens = torch.cat([tokens[origin], token.view(-1, 1)], 1)
-            done, lengths = done[origin], lengths[origin] + (~done[origin]).float()
-            done = done | (token == sep)
-            scores = top
-            if bool(done.all()):
-                break
-            caches = [(a[origin], b[origin]) for a, b in caches]
-            logits, caches = decoder(None, token.view(-1, 1), caches, start=position)
-            logits = logits[:, -1]
-            position += 1
-        # Rank by mean log-probability per token: the sum would favour short texts.
-        ranked = (scores.view(-1) / lengths.clamp(min=1)).view(n, k).argsort(-1, descending=True)
-        texts = self._decode(tokens.cpu().numpy())
-        return [[texts[i * k + j] for j in ranked[i].tolist()] for i in range(n)]
 
     def _decode(self, local_ids: np.ndarray) -> list[str]:
         texts = []
         for row in local_ids:
-            end = np.flatnonzero(row == 2)  # [SEP] ends the text
-            ids = [int(self.vocabulary_[t]) for t in row[: end[0] if len(end) else len(row)] if t > 3]
+            end = np.flatnonzero(row == SEP)  # [SEP] ends the text
+            ids = [int(self.vocabulary_[t]) for t in row[: end[0] if len(end) else len(row)] if t > UNK]
             texts.append(self.tokenizer_.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
         return texts
 
@@ -439,7 +255,7 @@ class GenerativeInversion:
         n = len(rows)
         scores = [Score(self.name, "bleu", *_bleu_with_ci(outputs, truths, self.seed, self.bootstrap_resamples), n)]
 
-        stop = _stop_words()
+        stop = stop_words()
         f1 = [set_prf(_output_words(out, stop), actual)[2] for out, truth in zip(outputs, truths, strict=True)
               if (actual := content_words(truth, stop))]  # as in bow_inversion: texts with a content word
         if f1:
@@ -483,11 +299,11 @@ def _bleu_with_ci(outputs: list[str], truths: list[str], seed: int, n_resamples:
     from sacrebleu.metrics import BLEU
 
     bleu = BLEU(tokenize="none", effective_order=True, force=True)  # counts do not depend on these
-    stats = []
+    per_text = []
     for out, truth in zip(outputs, truths, strict=True):
         s = bleu.sentence_score(normalize(out), [normalize(truth)])
-        stats.append([s.sys_len, s.ref_len, *s.counts, *s.totals])
-    stats = np.asarray(stats, dtype=np.int64)
+        per_text.append([s.sys_len, s.ref_len, *s.counts, *s.totals])
+    stats = np.asarray(per_text, dtype=np.int64)
     order = bleu.max_ngram_order
 
     def corpus(rows: np.ndarray) -> float:

@@ -45,7 +45,7 @@ at max_queries x chunk x dimension floats per call (the targets go in chunks).
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 
@@ -53,7 +53,8 @@ from audits.errors import ProbeError
 from audits.metrics import mean_with_ci, set_prf
 from audits.params import Int, parameters
 from audits.probes.base import Auxiliary, Embed
-from audits.probes.bow_inversion import BowInversion, _stop_words, content_words
+from audits.probes.bow_inversion import BowInversion
+from audits.probes.words import content_words, stop_words
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class RepeatQuery:
     (`epochs`, `hidden`, `noise_draws`, ...).
     """
 
-    name = "repeat_query"
+    name: ClassVar[str] = "repeat_query"
     metrics: ClassVar[dict[str, tuple[float, float | None]]] = {
         **{f"token_f1_k{k}": (0, 1) for k in QUERY_COUNTS},
         **{f"secret_recovery_k{k}": (0, 1) for k in QUERY_COUNTS},
@@ -82,8 +83,8 @@ class RepeatQuery:
     live_attributes: ClassVar[tuple[str, ...]] = ("embed_",)
 
     @parameters
-    def __init__(self, seed: int = 0, max_queries: Int(1, MAX_QUERIES) = MAX_QUERIES,
-                 max_targets: Int(1, 100_000) = 500, **bow_params: Any) -> None:
+    def __init__(self, seed: int = 0, max_queries: Annotated[int, Int(1, MAX_QUERIES)] = MAX_QUERIES,
+                 max_targets: Annotated[int, Int(1, 100_000)] = 500, **bow_params: Any) -> None:
         if max_queries not in QUERY_COUNTS:
             raise ValueError(f"max_queries: expected a power of two from 1 to {MAX_QUERIES}, found {max_queries}")
         BowInversion(seed=seed, **bow_params)  # its own checks, reported under repeat_query's name
@@ -132,16 +133,17 @@ class RepeatQuery:
     def _noise_source(aux: Auxiliary):
         """A function returning the auxiliary corpus through the pipeline with fresh noise, or None
         where the attacker trains on fixed vectors (no redraw, or every draw the same)."""
-        if aux.redraw is None:
+        redraw, release = aux.redraw, aux.release
+        if redraw is None:
             return None
-        if aux.encode is not None and aux.release is not None:
+        if aux.encode is not None and release is not None:
             clean = np.asarray(aux.encode(list(aux.texts)), dtype=np.float32)  # encode once, transform often
 
             def draw() -> np.ndarray:
-                return np.asarray(aux.release(clean), dtype=np.float64)
+                return np.asarray(release(clean), dtype=np.float64)
         else:
             def draw() -> np.ndarray:
-                return np.asarray(aux.redraw(), dtype=np.float64)
+                return np.asarray(redraw(), dtype=np.float64)
         first = draw()
         if first.shape != np.shape(aux.vectors):
             raise ProbeError(f"repeat_query.fit: the pipeline's redraw has shape {first.shape}, "
@@ -201,7 +203,7 @@ class RepeatQuery:
 
     def _gain(self, texts: list[str], first: np.ndarray, last: np.ndarray) -> Score:
         """Token F1 at max_queries minus at k = 1, per target, with a paired bootstrap interval."""
-        stop = _stop_words()
+        stop = stop_words()
         differences = []
         once_words, often_words = self.models_[1].predict(first), self.models_[self.max_queries].predict(last)
         for text, once, often in zip(texts, once_words, often_words, strict=True):

@@ -16,12 +16,14 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from audits.errors import ConfigError, EmbwardenError
-from monitors import gates, plain_words
-from monitors import thresholds as threshold_api
-from monitors.config import Bool, Float, load_config
-from monitors.database import session_scope
-from monitors.ledger import Deployment
-from monitors.policy import all_metric_ranges
+from audits.params import Bool
+from monitors import gates, thresholds
+from monitors.config import load_config
+from monitors.config.base import Float
+from monitors.ledger.database import session_scope
+from monitors.ledger.models import Deployment
+from monitors.reports import plain_words
+from monitors.thresholds import all_metric_ranges
 from monitors.web import queries
 from monitors.web.auth import LoginRequired, api_user, gate_reader, login_url, may_write, page_user, user_name, writer
 
@@ -80,7 +82,7 @@ class ThresholdBody(_Body):
 
     def changes(self) -> dict[str, Any]:
         """The levels this request names (JSON null included), not their defaults."""
-        return self.model_dump(include=self.model_fields_set & set(threshold_api.LEVEL_FIELDS))
+        return self.model_dump(include=self.model_fields_set & set(thresholds.LEVEL_FIELDS))
 
 
 class GateBody(_Body):
@@ -169,9 +171,9 @@ def api_set_threshold(deployment: str, body: ThresholdBody, user: Writer) -> dic
         config = load_config()
         with session_scope() as session:
             _known(session, deployment)
-            change = threshold_api.set_threshold(session, config, deployment, body.metric, body.changes(),
+            change = thresholds.set_threshold(session, config, deployment, body.metric, body.changes(),
                                                  author=user_name(user), reason=body.reason)
-    except threshold_api.ThresholdError as exc:
+    except thresholds.ThresholdError as exc:
         raise _refused(str(exc), body.metric) from None
     except ConfigError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
@@ -184,7 +186,7 @@ def _axis(bounds: tuple[float, float | None] | None) -> list | None:
     """A chart's y range: the metric's own, a little wider so points on the edge stay visible."""
     if bounds is None or bounds[1] is None:
         return None
-    low, high = bounds
+    low, high = bounds[0], bounds[1]
     pad = (high - low) * 0.03
     return [low - pad, high + pad]
 
@@ -241,7 +243,7 @@ def deployment_page(request: Request, deployment: str, user: PageUser):
         _known(session, deployment)
         gate = _gate_json(gates.status(session, deployment))
         score_rows = queries.scores(session, deployment, limit=400)
-        effective = threshold_api.effective(session, deployment)
+        effective = thresholds.effective(session, deployment)
         dep = session.query(Deployment).filter(Deployment.name == deployment).one()
         target = gates.last_passing_version(session, dep, dep.active_version_id)
         data = {"gate": gate, "versions": queries.versions(session, deployment),
@@ -315,7 +317,7 @@ def plotly_js(user: PageUser):
 @app.exception_handler(EmbwardenError)
 async def _embwarden_error(request: Request, exc: EmbwardenError):
     """A ledger that cannot be reached is the server's trouble (503); anything else our rules refused (409)."""
-    from monitors.database import LedgerUnavailable
+    from monitors.ledger.database import LedgerUnavailable
 
     code = status.HTTP_503_SERVICE_UNAVAILABLE if isinstance(exc, LedgerUnavailable) else status.HTTP_409_CONFLICT
     return JSONResponse({"detail": str(exc)}, status_code=code)

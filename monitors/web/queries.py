@@ -11,12 +11,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from monitors import plain_words
-from monitors import thresholds as threshold_api
-from monitors.actions import coverage_explanation
-from monitors.ledger import Action, AuditRun, Deployment, GateEvent, Score, Version
-from monitors.policy import INCONCLUSIVE, SEVERITY, Levels, is_coverage
-from monitors.registry import get_deployment
+from monitors import thresholds
+from monitors.coverage import coverage_explanation
+from monitors.ledger.models import Action, AuditRun, Deployment, GateEvent, Score, Version
+from monitors.ledger.registry import get_deployment
+from monitors.reports import plain_words
+from monitors.thresholds import Levels, is_coverage
+from monitors.verdicts import INCONCLUSIVE, SEVERITY
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -172,8 +173,8 @@ def gate_history(session: Session, deployment: str, limit: int = 30) -> dict:
 def threshold_view(session: Session, deployment: str) -> dict:
     history = [{"metric": c.metric, "version": c.version, "old": c.old, "new": c.new, "author": c.author,
                 "reason": c.reason, "created_at": _iso(c.created_at)}
-               for c in threshold_api.history(session, deployment)]
-    return {"deployment": deployment, "effective": threshold_api.effective(session, deployment),
+               for c in thresholds.history(session, deployment)]
+    return {"deployment": deployment, "effective": thresholds.effective(session, deployment),
             "history": list(reversed(history))}
 
 

@@ -14,7 +14,7 @@ from audits.http_encoders import OpenAIEncoder, TEIEncoder
 from audits.pipeline import Pipeline
 from audits.transforms import Identity
 from monitors.config import EmbwardenConfig, load_config
-from monitors.runs import build_pipeline
+from monitors.deployments import build_pipeline
 from tests.embedding_servers import serving
 from tests.receivers import free_port
 

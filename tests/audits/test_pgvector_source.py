@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from audits.errors import InvalidSample, SourceError
 from audits.sources import Columns, SqlTableSource
 from monitors.config import load_config
-from monitors.runs import build_source
+from monitors.deployments import build_source
 from tests.helpers import pgvector_table, rows_for, write_config
 
 COLUMNS = Columns(id="id", vector="embedding", version="version", text="body", created_at="created_at")

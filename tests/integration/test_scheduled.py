@@ -15,6 +15,12 @@ receiving the alerts. The story:
 5. With the stack stopped, `airflow dags test` runs the same audit as the re-audit (v1, attack
    model cached): the overhead of the real stack is the difference. Timings go to
    `.bench/scheduled.json` and the test's output; they are reported, not asserted.
+6. `airflow dags test embedding_drift`: v1's passing audits left a reference sample; the window
+   drawn from the same pipeline does not drift.
+
+Each probe is a mapped task of its own (bag-of-words on the sample, candidates on the canaries,
+the coverage check), the ledger is reached through the Airflow connection `embwarden_db`, and
+nothing sampled reaches XCom, the task logs or the report.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,14 +59,16 @@ def last_tick(now: datetime) -> tuple[str, datetime]:
 
 
 @pytest.fixture
-def stack(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
-    """A stopped stack on fresh metadata and ledger databases, the production table written."""
+def stack(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher, model_cache):
+    """A stopped stack on fresh metadata and ledger databases, and the production rows written."""
     cache = EmbeddingCache(tmp_path / "cache")
     texts_v1, texts_v2 = messages(150, seed=11), messages(150, seed=12)
     v1 = GaussianNoise(0.2).apply(cache.encode(encoder, texts_v1), np.random.default_rng(0))
-    production_table(pg_url, rows_for("v1", texts_v1, v1, 1, as_bytes=False)
-                     + rows_for("v2", texts_v2, cache.encode(encoder, texts_v2), 1001, as_bytes=False))
-    config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=tmp_path / "cache", canaries=0)
+    rows = (rows_for("v1", texts_v1, v1, 1, as_bytes=False)
+            + rows_for("v2", texts_v2, cache.encode(encoder, texts_v2), 1001, as_bytes=False))
+    production_table(pg_url, rows)
+    probes = {"candidate_inversion": {"candidates": 20, "max_trials": 10, "bootstrap_resamples": 200}}
+    config = write_config(tmp_path / "embwarden.yaml", source_url=pg_url, cache=model_cache, probes=probes)
     with config.open("a") as f:
         f.write("alerts:\n  - {kind: email, to: [privacy@example.com], from_email: embwarden@example.com}\n")
     schedule, tick = last_tick(datetime.now(UTC))
@@ -74,7 +83,7 @@ def stack(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher):
         airflow.tick = tick
         airflow.migrate()
         try:
-            yield airflow
+            yield airflow, rows
         finally:
             airflow.stop()
 
@@ -98,14 +107,14 @@ def mail_text(message) -> str:
 
 
 def test_scheduler_runs_the_audit_gates_mails_and_reaudits(stack, pg_url, mail_catcher):
-    airflow = stack
+    airflow, rows = stack
     # 1. `airflow dags test`: v1 passes.
-    dags_test(airflow)
+    first = dags_test_output(airflow)
     manual = airflow.dag_runs(DAG)[0]
     assert (manual["run_type"], manual["state"]) == ("manual", "success")
 
     # 2. An operator deploys v2.
-    from monitors.cli import main as cli
+    from monitors.cli.main import main as cli
 
     os.environ["EMBWARDEN_DB_URL"] = pg_url
     try:
@@ -153,7 +162,27 @@ def test_scheduler_runs_the_audit_gates_mails_and_reaudits(stack, pg_url, mail_c
                                                ("alert", "done")]
         assert conn.execute(sa.text("SELECT v.name FROM deployments d JOIN versions v "
                                     "ON v.id = d.active_version_id")).scalar() == "v1"
+        # Two probes, each its own mapped task: bag-of-words on the sample, candidates on canaries; and
+        # the coverage check of the sample by the attacker's corpus.
+        assert conn.execute(sa.text("SELECT probe, target, count(*) FROM scores WHERE audit_run_id = :r "
+                                    "GROUP BY probe, target ORDER BY probe"), {"r": runs[1][0]}).all() == [
+            ("bow_inversion", "sample", 3), ("candidate_inversion", "canaries", 3), ("coverage", "sample", 2)]
+        report_path = conn.execute(sa.text("SELECT report_path FROM audit_runs WHERE id = :r"),
+                                   {"r": runs[1][0]}).scalar()
     ledger.dispose()
+
+    # The auditor must not become the leak: nothing sampled in XCom, logs or the report.
+    meta = sa.create_engine(airflow.metadata_url)
+    with meta.connect() as conn:
+        xcoms = [json.dumps(v, default=str) for v in conn.execute(sa.text("SELECT value FROM xcom")).scalars()]
+    meta.dispose()
+    assert xcoms, "the runs should have pushed references through XCom"
+    logs = "".join(p.read_text(errors="replace") for p in airflow.home.rglob("*.log"))
+    haystack = "\n".join(xcoms) + first + logs + Path(report_path).read_text()
+    for row in rows:
+        assert row["body"] not in haystack
+    assert f"{rows[0]['embedding'][0]:.6f}" not in "\n".join(xcoms)
+    assert not list(Path(report_path).parent.glob("sample.npz"))
 
     assert [m["Subject"] for m in mail_catcher.messages] == [f"[embwarden] {DEP} v2: rollback",
                                                               f"[embwarden] resolved: {DEP} v1: pass"]
@@ -188,11 +217,22 @@ def test_scheduler_runs_the_audit_gates_mails_and_reaudits(stack, pg_url, mail_c
     print(f"\nthe same audit: {stack_s} s queued to end on the stack, {test_s} s through `airflow dags test` "
           f"(whole command); details in {out}:\n{json.dumps(timings)}")
 
+    # 6. embedding_drift: v1's passing audits left their reference sample; the window drawn from the
+    # same pipeline does not drift.
+    dags_test_output(airflow, "embedding_drift", {})
+    assert [r["state"] for r in airflow.dag_runs("embedding_drift")] == ["success"]
+
 
 def dags_test(airflow: AirflowStack) -> float:
     started = time.monotonic()
-    airflow.cli("dags", "test", DAG, "-c", json.dumps({"deployment": DEP}), timeout=900)
+    dags_test_output(airflow)
     return time.monotonic() - started
+
+
+def dags_test_output(airflow: AirflowStack, dag_id: str = DAG, conf: dict | None = None) -> str:
+    done = airflow.cli("dags", "test", dag_id, "-c", json.dumps({"deployment": DEP} if conf is None else conf),
+                       timeout=900)
+    return done.stdout + done.stderr
 
 
 def run_timing(airflow: AirflowStack, run: dict) -> dict:

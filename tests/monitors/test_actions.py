@@ -14,15 +14,16 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from audits.pipeline import EmbeddingCache
 from audits.transforms import GaussianNoise
-from monitors import runs
-from monitors.actions import AlertsUndelivered
-from monitors.cli import main as cli
+from monitors.alerts import AlertsUndelivered
+from monitors.cli.main import main as cli
 from monitors.config import load_config
-from monitors.database import session_scope
 from monitors.gates import status
-from monitors.ledger import Action, AlertRecord, AuditRun, GateEvent, Incident
-from monitors.registry import activate, sync
-from monitors.service import create_app
+from monitors.ledger.database import session_scope
+from monitors.ledger.models import Action, AlertRecord, AuditRun, GateEvent, Incident
+from monitors.ledger.registry import sync
+from monitors.service.app import create_app
+from monitors.tasks import privacy_audit
+from monitors.versions import activate
 from tests.helpers import messages, production_table, rows_for, running, write_config
 from tests.receivers import free_port, smtp_connection
 
@@ -38,16 +39,11 @@ def production_rows(encoder, tmp_path_factory):
             + rows_for("v2", texts_v2, cache.encode(encoder, texts_v2), 1001, as_bytes=False))
 
 
-@pytest.fixture(scope="module")
-def aux_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("aux-cache")
-
-
 @pytest.fixture
-def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch, mail_catcher, webhook_receiver):
+def setup(ledger, production_rows, model_cache, tmp_path, monkeypatch, mail_catcher, webhook_receiver):
     """A deployment whose alerts go by mail and by Slack-compatible webhook to loopback receivers."""
     production_table(ledger, production_rows)
-    path = write_config(tmp_path / "embwarden.yaml", source_url=ledger, cache=aux_cache)
+    path = write_config(tmp_path / "embwarden.yaml", source_url=ledger, cache=model_cache)
     config = yaml.safe_load(path.read_text())
     config["alerts"] = [{"kind": "email", "to": ["privacy@example.com"], "from_email": "embwarden@example.com"},
                         {"kind": "webhook", "format": "slack"}]
@@ -63,18 +59,18 @@ def setup(ledger, production_rows, aux_cache, tmp_path, monkeypatch, mail_catche
 
 def until_act(run_id: str) -> dict:
     """The steps of a run before `act`, as Airflow runs them."""
-    ref = runs.sample(DEP, DAG, run_id)
-    runs.validate(DEP, DAG, run_id)
-    for job in runs.probe_jobs([DEP], DAG, run_id):
-        runs.probe(job["ref"], job["probe"])
-    runs.record(DEP, DAG, run_id)
-    runs.evaluate(DEP, DAG, run_id)
+    ref = privacy_audit.sample(DEP, DAG, run_id)
+    privacy_audit.validate(DEP, DAG, run_id)
+    for job in privacy_audit.probe_jobs([DEP], DAG, run_id):
+        privacy_audit.probe(job["ref"], job["probe"])
+    privacy_audit.record(DEP, DAG, run_id)
+    privacy_audit.evaluate(DEP, DAG, run_id)
     return ref
 
 
 def audit(run_id: str) -> dict:
     ref = until_act(run_id)
-    for step in (runs.act, runs.write_report, runs.cleanup):
+    for step in (privacy_audit.act, privacy_audit.write_report, privacy_audit.cleanup):
         step(DEP, DAG, run_id)
     return ref
 
@@ -104,8 +100,8 @@ def test_rollback_story_mail_webhook_service_reaudit_and_reopen(setup, mail_catc
         second = audit("run-2")
         refused = embed_with(service)                               # the gate is closed: the service refuses
         assert refused.status_code == 503 and "crossed rollback threshold 0.55" in refused.json()["detail"]["reason"]
-        [request] = runs.reaudit_requests([DEP], DAG, "run-2")
-        runs.reaudit_requested(request)                             # the DAG emits the Asset event ...
+        [request] = privacy_audit.reaudit_requests([DEP], DAG, "run-2")
+        privacy_audit.reaudit_requested(request)                             # the DAG emits the Asset event ...
         third = audit("reaudit-1")                                  # ... and the scheduler starts this run
         served = embed_with(service)
         assert served.status_code == 200 and served.headers["X-Embwarden-Version"] == "v1"
@@ -131,7 +127,7 @@ def test_rollback_story_mail_webhook_service_reaudit_and_reopen(setup, mail_catc
     # The re-audit was asked for once; the run it started audited v1, which passed: the gate
     # reopened and the incident ended.
     assert (request["deployment"], request["version"]) == (DEP, "v1")
-    assert runs.reaudit_requests([DEP], DAG, "run-2") == []
+    assert privacy_audit.reaudit_requests([DEP], DAG, "run-2") == []
     with session_scope() as session:
         run = session.get(AuditRun, third["audit_run_id"])
         assert (run.version.name, run.verdict) == ("v1", "pass")
@@ -151,7 +147,7 @@ def test_retries_repeat_no_action_and_no_alert(setup, mail_catcher, webhook_rece
     with session_scope() as session:
         activate(session, DEP, "v2", actor="test", reason="deploy v2")
     ref = audit("run-2")
-    for step in (runs.evaluate, runs.act, runs.act):                # Airflow retries these
+    for step in (privacy_audit.evaluate, privacy_audit.act, privacy_audit.act):                # Airflow retries these
         step(DEP, DAG, "run-2")
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(GateEvent)
@@ -169,7 +165,7 @@ def test_smtp_down_the_gate_still_closes_and_the_alert_is_retried(setup, monkeyp
     monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", smtp_connection(free_port()))   # nothing listens
     ref = until_act("run-2")
     with pytest.raises(AlertsUndelivered, match="email:embwarden_smtp: email via connection embwarden_smtp"):
-        runs.act(DEP, DAG, "run-2")                                 # retryable: not AirflowFailException
+        privacy_audit.act(DEP, DAG, "run-2")                                 # retryable: not AirflowFailException
     with session_scope() as session:
         assert status(session, DEP).state == "closed" and status(session, DEP).active_version == "v1"
         assert dict(kinds_of(session, ref["audit_run_id"]))["alert"] == "failed"
@@ -178,7 +174,7 @@ def test_smtp_down_the_gate_still_closes_and_the_alert_is_retried(setup, monkeyp
     assert len(webhook_receiver.requests) == 1                       # the other channel got through
 
     monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", mail_catcher.connection())    # the server is back
-    runs.act(DEP, DAG, "run-2")                                     # Airflow's retry
+    privacy_audit.act(DEP, DAG, "run-2")                                     # Airflow's retry
     with session_scope() as session:
         mail = session.scalar(sa.select(AlertRecord).where(AlertRecord.channel == "email:embwarden_smtp"))
         assert (mail.status, mail.attempts) == ("sent", 2)
@@ -226,8 +222,8 @@ def test_an_audit_that_cannot_run_alerts_and_the_policy_decides_the_gate(setup, 
         conn.execute(sa.text("ALTER TABLE prod_vectors RENAME TO prod_vectors_moved"))   # the source is gone
     engine.dispose()
     with pytest.raises(Exception, match="does not exist"):
-        runs.sample(DEP, DAG, "run-1")                              # after Airflow's retries ...
-    runs.act(DEP, DAG, "run-1")                                     # ... act still runs (all_done)
+        privacy_audit.sample(DEP, DAG, "run-1")                              # after Airflow's retries ...
+    privacy_audit.act(DEP, DAG, "run-1")                                     # ... act still runs (all_done)
     [mail] = mail_catcher.messages
     assert mail["Subject"] == "[embwarden] support-search v1: error"
     with session_scope() as session:
@@ -279,11 +275,11 @@ def test_the_ledger_vanishing_mid_alert_sends_no_second_mail(setup, ledger, pg_a
     monkeypatch.setattr(notifiers, "deliver", deliver_then_lose_the_ledger)
     try:
         with pytest.raises(Exception, match="unreachable"):
-            runs.act(DEP, DAG, "run-2")
+            privacy_audit.act(DEP, DAG, "run-2")
     finally:
         set_connections(True)
     assert len(mail_catcher.messages) == 1
-    runs.act(DEP, DAG, "run-2")                                      # Airflow's retry
+    privacy_audit.act(DEP, DAG, "run-2")                                      # Airflow's retry
     assert len(mail_catcher.messages) == 1 and len(webhook_receiver.requests) == 1
     with session_scope() as session:
         mail = session.scalar(sa.select(AlertRecord).where(AlertRecord.audit_run_id == ref["audit_run_id"],
@@ -307,9 +303,9 @@ def test_an_old_undelivered_alert_is_superseded_by_a_newer_one_not_sent_after_it
         conn.execute(sa.text("ALTER TABLE prod_vectors RENAME TO prod_vectors_moved"))
     monkeypatch.setenv("AIRFLOW_CONN_EMBWARDEN_SMTP", smtp_connection(free_port()))   # nothing listens
     with pytest.raises(Exception, match="does not exist"):
-        runs.sample(DEP, DAG, "run-1")
+        privacy_audit.sample(DEP, DAG, "run-1")
     with pytest.raises(AlertsUndelivered):
-        runs.act(DEP, DAG, "run-1")
+        privacy_audit.act(DEP, DAG, "run-1")
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE prod_vectors_moved RENAME TO prod_vectors"))
     engine.dispose()

@@ -120,9 +120,9 @@ def test_unknown_deployment_is_named():
 def test_each_version_states_its_guarantee_in_the_ledger(tmp_path, ledger):
     import sqlalchemy as sa
 
-    from monitors.database import session_scope
-    from monitors.ledger import Version
-    from monitors.registry import sync
+    from monitors.ledger.database import session_scope
+    from monitors.ledger.models import Version
+    from monitors.ledger.registry import sync
 
     path = write(tmp_path, lambda d: d["versions"].update(
         v3={"transform": {"kind": "clip_gaussian", "epsilon": 2000, "delta": 1e-6}},

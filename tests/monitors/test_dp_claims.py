@@ -22,11 +22,12 @@ from audits.pipeline import Pipeline
 from audits.probes import make_probe
 from audits.transforms import AppliedByEncoder, ClipGaussian, describe_guarantee, make_transform
 from monitors.config import load_config
-from monitors.database import session_scope
-from monitors.policy import Levels, evaluate
-from monitors.registry import sync
-from monitors.runs import build_pipeline
-from monitors.service import create_app
+from monitors.deployments import build_pipeline
+from monitors.ledger.database import session_scope
+from monitors.ledger.registry import sync
+from monitors.service.app import create_app
+from monitors.thresholds import Levels
+from monitors.verdicts import evaluate
 from tests.helpers import running, write_config
 
 DEP = "support-search"
@@ -87,8 +88,8 @@ def test_applied_by_encoder_is_configured_stored_and_not_applied_twice(tmp_path,
     assert pipeline.transform.guarantee() == ClipGaussian(10.0).guarantee()
     with session_scope(ledger) as session:
         sync(session, config)
-        from monitors.ledger import Version
-        from monitors.registry import get_deployment, get_version
+        from monitors.ledger.models import Version
+        from monitors.ledger.registry import get_deployment, get_version
 
         v3: Version = get_version(session, get_deployment(session, DEP), "v3")
         v1: Version = get_version(session, get_deployment(session, DEP), "v1")

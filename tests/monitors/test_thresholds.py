@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from monitors.cli import main as cli
+from monitors.cli.main import main as cli
 from monitors.config import load_config
-from monitors.database import session_scope
-from monitors.ledger import Action, AuditRun, Deployment
-from monitors.registry import sync
+from monitors.ledger.database import session_scope
+from monitors.ledger.models import Action, AuditRun, Deployment
+from monitors.ledger.registry import sync
 from monitors.thresholds import effective, history
 from tests.helpers import write_config
 

@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from monitors.config import load_config
-from monitors.database import session_scope
-from monitors.ledger import AuditRun, Deployment, Score, Version
-from monitors.policy import Levels
-from monitors.registry import sync
+from monitors.ledger.database import session_scope
+from monitors.ledger.models import AuditRun, Deployment, Score, Version
+from monitors.ledger.registry import sync
+from monitors.thresholds import Levels
 from monitors.trends import rising, trends_of
 from tests.helpers import write_config
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from monitors.config import EmbwardenConfig
-from monitors.database import session_scope
-from monitors.ledger import AuditRun, Score
-from monitors.registry import effective_thresholds, get_deployment, get_version, sync
-from monitors.thresholds import _levels_dict
+from monitors.ledger.database import session_scope
+from monitors.ledger.models import AuditRun, Score
+from monitors.ledger.registry import get_deployment, get_version, sync
+from monitors.thresholds import _levels_dict, effective_thresholds
 
 METRICS = ("bow_inversion.token_f1", "bow_inversion.token_recall", "bow_inversion.token_precision",
            "bow_inversion.secret_recovery", "candidate_inversion.top1", "candidate_inversion.top5",

@@ -1,4 +1,4 @@
-"""`make ui` (monitors.ui) on a checkout whose demo has run: it prints one line with the URL and a
+"""`make ui` (monitors.cli.ui) on a checkout whose demo has run: it prints one line with the URL and a
 generated password, a browser logs in with it and finds the demo's deployment and runs under
 Browse > Privacy audits, anonymous API calls get 401, and Ctrl-C stops every process it started."""
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from monitors.config import load_config
-from monitors.database import _engine_for, migrate
+from monitors.ledger.database import _engine_for, migrate
 from tests.conftest import REPO
 from tests.helpers import write_config
 from tests.plugins.seed import seed
@@ -46,7 +46,7 @@ def test_make_ui_prints_a_login_that_shows_the_demo_and_stops_everything(demo_ch
 
     root, runs = demo_checkout
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "monitors.ui", "--root", str(root), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "monitors.cli.ui", "--root", str(root), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []

@@ -48,7 +48,7 @@ def _create_db(admin: sa.Engine, name: str, base: sa.URL) -> str:
 def server(pg_admin_url, tmp_path_factory):
     """An Airflow API server with the plugin, on fresh metadata and ledger databases; yields its details."""
     from monitors.config import load_config
-    from monitors.database import _engine_for, migrate
+    from monitors.ledger.database import _engine_for, migrate
 
     tmp = tmp_path_factory.mktemp("ui")
     stem = f"embwarden_ui_{uuid.uuid4().hex[:8]}"

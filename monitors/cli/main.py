@@ -1,0 +1,40 @@
+"""`embwarden`: set up the ledger and look at or change a deployment's state from a shell.
+
+Each sub-command group is a module of monitors.cli with `add_parser(sub)`, which registers its
+parser(s) and sets `handler` (args -> exit code); this module only assembles and dispatches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from audits.errors import EmbwardenError
+from monitors.cli import alerts, audit, frontier, gate, init, ledger, serve, status, thresholds, versions
+
+# In `embwarden --help` order.
+COMMANDS = (init, ledger, versions, status, thresholds, gate, alerts, serve, audit, frontier)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="embwarden", description=__doc__.split("\n\n")[0])
+    top.add_argument("--config", help="configuration file (default: $EMBWARDEN_CONFIG or ./embwarden.yaml)")
+    sub = top.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "WARNING"), format="%(levelname)s %(message)s")
+    try:
+        return args.handler(args)
+    except EmbwardenError as exc:
+        print(f"embwarden: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

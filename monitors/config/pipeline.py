@@ -1,0 +1,187 @@
+"""A version's pipeline in embwarden.yaml: the source it is read from, its encoder and its transform."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from audits.params import Bool
+from monitors.config.base import Float, Int, Model, Seed, kind_by_default
+
+MAX_SIGMA = 100.0   # Gaussian noise beyond this leaves nothing of a unit vector: surely a typo
+
+
+class ColumnsConfig(Model):
+    id: str = "id"
+    vector: str = "embedding"
+    version: str = "version"
+    text: str | None = None
+    created_at: str | None = None
+    # A segment of each row (category, source, language): probes are also scored per segment.
+    label: str | None = None
+
+
+class SqlSourceConfig(Model):
+    kind: Literal["sql"]
+    table: str
+    db_schema: str | None = Field(default=None, alias="schema")
+    url: str | None = None
+    connection: str | None = None
+    columns: ColumnsConfig = ColumnsConfig()
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SqlSourceConfig:
+        if (self.url is None) == (self.connection is None):
+            raise ValueError("give exactly one of 'url' (a SQLAlchemy URL) or 'connection' (an Airflow connection id)")
+        return self
+
+
+class ParquetSourceConfig(Model):
+    kind: Literal["parquet"]
+    path: str
+    columns: ColumnsConfig = ColumnsConfig()
+
+
+SourceConfig = Annotated[SqlSourceConfig | ParquetSourceConfig, Field(discriminator="kind")]
+
+
+class LocalEncoderConfig(Model):
+    kind: Literal["local"] = "local"
+    model: str = "bundled:all-MiniLM-L6-v2"
+    batch_size: Int = Field(default=64, ge=1, le=4096)
+    max_length: Int = Field(default=256, ge=8, le=8192)
+
+
+class _HttpEncoderConfig(Model):
+    """An embedding API over HTTP. `url` reaches one that needs no key; `connection` names an Airflow
+    connection: host (a whole URL, or a host with `schema` as scheme, https by default) and port
+    give the base URL, the password is the API key, and the extra may hold `model` and `headers`."""
+
+    url: str | None = None
+    connection: str | None = None
+    model: str | None = None
+    dimension: Int | None = Field(default=None, ge=1, le=65_536)  # expected; unset: that of the first answer
+    batch_size: Int = Field(default=64, ge=1, le=2048)
+    timeout_seconds: Float = Field(default=30, gt=0, le=600, allow_inf_nan=False)
+    max_retries: Int = Field(default=4, ge=0, le=20)
+    requests_per_second: Float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> _HttpEncoderConfig:
+        if (self.url is None) == (self.connection is None):
+            raise ValueError("give exactly one of 'url' (an API that needs no key) or 'connection' "
+                             "(an Airflow connection holding the URL and the key)")
+        if self.url is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"url: expected an http:// or https:// URL, found {self.url!r}")
+            if parts.username or parts.password:
+                raise ValueError("url: holds credentials; put them in an Airflow connection named in 'connection'")
+        return self
+
+
+class OpenAIEncoderConfig(_HttpEncoderConfig):
+    """An OpenAI-compatible POST /v1/embeddings. `dimensions` is OpenAI's request parameter that
+    shortens text-embedding-3 vectors (leave it unset for other models)."""
+
+    kind: Literal["openai"]
+    dimensions: Int | None = Field(default=None, ge=1, le=65_536)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> OpenAIEncoderConfig:
+        if self.url is not None and not self.model:
+            raise ValueError("model: required with 'url' (with a 'connection', its extra may name it)")
+        if None not in (self.dimension, self.dimensions) and self.dimension != self.dimensions:
+            raise ValueError(f"dimension {self.dimension} and dimensions {self.dimensions} differ")
+        return self
+
+
+class TEIEncoderConfig(_HttpEncoderConfig):
+    """Hugging Face text-embeddings-inference, POST /embed. TEI serves one model: `model` names it in
+    the cache key, so change it when the server's model changes."""
+
+    kind: Literal["tei"]
+    batch_size: Int = Field(default=32, ge=1, le=2048)  # TEI's default --max-client-batch-size is 32
+    normalize: Bool = True
+    truncate: Bool = True
+
+
+EncoderConfig = Annotated[
+    LocalEncoderConfig | OpenAIEncoderConfig | TEIEncoderConfig,
+    Field(discriminator="kind"),
+    kind_by_default("local"),
+]
+
+
+class NoTransformConfig(Model):
+    kind: Literal["none"] = "none"
+
+    def spec(self) -> dict:
+        return self.model_dump()
+
+
+class _TransformModel(Model):
+    # Where the transform runs: in embwarden's replica of the pipeline (the encoder's output is
+    # clean), or inside the embedding API itself (an HTTP encoder in front of the noise: its answers
+    # already went through it; embwarden records and audits the claim and does not apply it again).
+    applied_by: Literal["embwarden", "encoder"] = "embwarden"
+
+    def spec(self) -> dict:
+        """The transform as stored with the version (audits.transforms.make_transform reads it)."""
+        data = self.model_dump()
+        if data.get("applied_by") == "embwarden":
+            del data["applied_by"]   # the default: versions stored before the field existed stay equal
+        return data
+
+
+class GaussianNoiseConfig(_TransformModel):
+    kind: Literal["gaussian_noise"]
+    sigma: Float = Field(ge=0, le=MAX_SIGMA, allow_inf_nan=False)
+
+
+class ClipGaussianConfig(_TransformModel):
+    """Clip to `clip_norm`, analytic Gaussian noise for (epsilon, delta)-DP per query."""
+
+    kind: Literal["clip_gaussian"]
+    epsilon: Float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    delta: Float = Field(default=1e-5, gt=0, lt=1)
+    clip_norm: Float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+
+
+class VonMisesFisherConfig(_TransformModel):
+    """Pure epsilon-DP noise on the unit sphere (von Mises-Fisher, kappa = epsilon / 2)."""
+
+    kind: Literal["vmf"]
+    epsilon: Float = Field(gt=0, le=1e6, allow_inf_nan=False)   # beyond, kappa overflows (and nothing is hidden)
+
+
+class RandomProjectionConfig(_TransformModel):
+    """Johnson-Lindenstrauss projection to `dimension` (a fixed matrix from `seed`); no guarantee."""
+
+    kind: Literal["random_projection"]
+    dimension: Int = Field(ge=1, le=65_536)
+    seed: Seed = 0
+
+
+class QuantizeConfig(_TransformModel):
+    """Scalar quantisation to `bits` per coordinate (1 = binary); no guarantee."""
+
+    kind: Literal["quantize"]
+    bits: Int = Field(default=8, ge=1, le=16)
+
+
+TransformConfig = Annotated[
+    NoTransformConfig | GaussianNoiseConfig | ClipGaussianConfig | VonMisesFisherConfig | RandomProjectionConfig
+    | QuantizeConfig,
+    Field(discriminator="kind"),
+]
+
+
+class VersionConfig(Model):
+    encoder: EncoderConfig = LocalEncoderConfig()
+    transform: TransformConfig = NoTransformConfig()
+
+

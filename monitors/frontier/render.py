@@ -1,0 +1,85 @@
+"""A frontier's record: frontier.json (the data) and frontier.html (charts of utility and leakage
+against strength), and the CLI's plain-text table. Numbers and names only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from monitors.frontier.grid import knob
+from monitors.frontier.results import BLOCKING, Frontier, FrontierPoint, K
+from monitors.reports.charts import strength_chart
+
+
+def folder_for(config, deployment: str, run_id: str) -> Path:
+    from monitors import artifacts
+
+    return artifacts.run_dir(config.resolve(config.artifacts.root), "frontier", deployment, run_id)
+
+
+def write(frontier: Frontier, folder: Path) -> tuple[Path, Path]:
+    """frontier.json (the data) and frontier.html (rendered from it); numbers and names only."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = frontier.to_dict()
+    json_path = folder / "frontier.json"
+    json_path.write_text(json.dumps(data, indent=2))
+    env = Environment(loader=PackageLoader("monitors.reports", "templates"), autoescape=select_autoescape(["html"]))
+    charts = [Markup(c) for c in charts_of(frontier)]
+    metrics = sorted({m for p in frontier.points for m in p.scores})
+    html_path = folder / "frontier.html"
+    html_path.write_text(env.get_template("frontier.html").render(
+        f=data, charts=charts, metrics=metrics, k=K, axis=knob(frontier.kind).axis))
+    return json_path, html_path
+
+
+def charts_of(frontier: Frontier) -> list[str]:
+    """Utility, then each gated metric (or, without gates, each probe's first metric), against strength."""
+    from audits.probes import PROBES
+
+    grid_points = frontier.grid
+    strengths = [p.strength for p in grid_points if p.strength is not None]
+    log_x = len(strengths) > 1 and min(strengths) > 0 and max(strengths) / min(strengths) >= 10
+    baseline = next((p for p in frontier.points if p.baseline), None)
+    chosen = frontier.recommendation.label
+    axis = knob(frontier.kind).axis
+    out = [strength_chart([_xy(p, p.utility.recall, p.utility.ci_low, p.utility.ci_high) for p in grid_points],
+                          title=f"utility: retrieval recall@{K}", x_label=axis, log_x=log_x,
+                          reference=baseline.utility.recall if baseline else None, highlight=chosen)]
+    gated = [m for m, lv in sorted(frontier.thresholds.items())
+             if m.split(".", 1)[0] in frontier.probes and any(getattr(lv, b) is not None for b in BLOCKING)]
+    shown = gated or [f"{p}.{next(iter(PROBES[p].metrics))}" for p in frontier.probes if p in PROBES]
+    for metric in shown:
+        pts = [_xy(p, s.value, s.ci_low, s.ci_high) for p in grid_points if (s := p.scores.get(metric))]
+        ref = baseline.scores.get(metric) if baseline else None
+        levels = frontier.thresholds.get(metric)
+        out.append(strength_chart(pts, title=f"leakage: {metric}", x_label=axis, log_x=log_x,
+                                  levels=asdict(levels) if levels else None,
+                                  reference=ref.value if ref else None, highlight=chosen))
+    return out
+
+
+def _xy(point: FrontierPoint, value: float, low: float, high: float) -> dict:
+    return {"x": point.strength, "label": point.label, "value": value, "ci_low": low, "ci_high": high,
+            "passes": point.passes_gates}
+
+
+def table(frontier: Frontier) -> str:
+    """The points as a plain-text table, for the CLI."""
+    gated = [m for m, lv in sorted(frontier.thresholds.items())
+             if m.split(".", 1)[0] in frontier.probes and any(getattr(lv, b) is not None for b in BLOCKING)]
+    headline = gated or sorted({m for p in frontier.points for m in p.scores})[:4]
+    head = ["transform", f"recall@{K}", "95% interval", "loss", *headline, "gates"]
+    rows = []
+    for p in frontier.points:
+        rows.append([p.label, f"{p.utility.recall:.3f}", f"{p.utility.ci_low:.3f}-{p.utility.ci_high:.3f}",
+                     "—" if p.baseline else f"{p.utility_loss:+.3f}",
+                     *(f"{p.scores[m].value:.3f}" if m in p.scores else "—" for m in headline),
+                     ("pass" if p.passes_gates else "FAIL") + (" (baseline)" if p.baseline else "")])
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [head, *rows])

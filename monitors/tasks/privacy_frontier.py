@@ -1,0 +1,31 @@
+"""The body of the privacy_frontier task (dags/privacy_frontier.py): sweep, write the artifacts,
+return references only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from audits.errors import EmbwardenError
+from monitors.frontier.grid import DEFAULT_PAIRS, KINDS, MAX_PAIRS, MIN_PAIRS
+from monitors.tasks.common import no_retry
+
+__all__ = ["DEFAULT_PAIRS", "KINDS", "MAX_PAIRS", "MIN_PAIRS", "run_sweep"]  # the DAG's Params form reads these
+
+
+def run_sweep(deployment: str, kind: str | None, strengths: Sequence[float] | None, pairs: int, run_id: str) -> dict:
+    """The privacy_frontier DAG's task: sweep, write the artifacts, return references only.
+
+    Bad params or configuration fail once (no retry); an unreachable ledger only changes where
+    the thresholds come from.
+    """
+    from monitors.frontier.measure import sweep_and_write  # torch, probes: only when the task runs
+
+    try:
+        frontier, json_path, html_path = sweep_and_write(deployment, kind, list(strengths) if strengths else None,
+                                                         pairs, run_id)
+    except EmbwardenError as exc:
+        raise no_retry(exc) from exc
+    rec = frontier.recommendation
+    return {"deployment": deployment, "kind": frontier.kind, "points": len(frontier.grid),
+            "passing": sum(p.passes_gates for p in frontier.grid), "json": str(json_path), "html": str(html_path),
+            "recommendation": rec.label, "version": rec.version, "command": rec.command}
