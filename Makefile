@@ -44,4 +44,4 @@ lint: install
 	$(VENV)/bin/mypy audits monitors
 
 clean:
-	rm -rf .airflow .embwarden .bench .pytest_cache
+	rm -rf .airflow .embwarden .bench .pytest_cache .mypy_cache

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     with (logs / "db-migrate.log").open("w") as log:
         subprocess.run([airflow, "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     started: dict[str, subprocess.Popen] = {}
+    # Both, explicitly: a process started in the background inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         for name, command in PROCESSES.items():
             log = (logs / f"{name}.log").open("w")

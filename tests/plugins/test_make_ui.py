@@ -4,6 +4,7 @@ Browse > Privacy audits, anonymous API calls get 401, and Ctrl-C stops every pro
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -87,7 +88,11 @@ def test_make_ui_prints_a_login_that_shows_the_demo_and_stops_everything(demo_ch
                 browser.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:   # fail, but leave no Airflow running behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
     assert code == 0, "".join(lines)[-3000:]
     deadline = time.monotonic() + 30        # every process it started (and theirs) has ended
     while (left := subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()):
