@@ -137,7 +137,7 @@ def rollback(session: Session, run: AuditRun) -> dict:
 
 
 def perform(session: Session, run: AuditRun, kind: str, policy: Policy) -> dict:
-    """Carry out a ledger-side action. `alert` and `reaudit` are prepared here and sent later."""
+    """Carry out a ledger-side action; `reaudit` is prepared here and asked for later (an alert: monitors.alerts)."""
     if kind == "close_gate":
         return close_gate(session, run, reason_for(run))
     if kind == "rollback":
@@ -146,10 +146,6 @@ def perform(session: Session, run: AuditRun, kind: str, policy: Policy) -> dict:
         return reopen_gate(session, run)
     if kind == "reaudit":
         return {"version": run.deployment.active_version.name, "requested": False}
-    if kind == "alert":
-        from monitors.alerts import prepare_alerts  # alerts report the actions: they import this module
-
-        return prepare_alerts(session, run, policy)
     raise EmbwardenError(f"unknown action kind {kind!r}")
 
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from audits.encoders import BUNDLED_MODEL
@@ -35,30 +34,12 @@ from monitors.cli.init_checks import (
     pick_version,
     source_url,
 )
+from monitors.cli.init_request import Request
 from monitors.cli.init_template import deployment_block, new_file
 
 
 class InitError(EmbwardenError):
     """The deployment cannot be written as asked (an existing one, a bad file)."""
-
-
-@dataclass
-class Request:
-    deployment: str
-    table: str
-    url: str | None = None
-    connection: str | None = None
-    schema: str | None = None
-    id_column: str = "id"
-    vector_column: str = "embedding"
-    version_column: str = "version"
-    text_column: str | None = None
-    created_at_column: str | None = None
-    version: str | None = None
-    model: str = BUNDLED_MODEL
-    config: Path = Path("embwarden.yaml")
-    force: bool = False
-    skip_checks: bool = False
 
 
 def add_parser(sub) -> None:

@@ -6,14 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from audits.errors import EmbwardenError
 from audits.pgvector import register_pgvector_types
-
-if TYPE_CHECKING:
-    from monitors.cli.init import Request
-
+from monitors.cli.init_request import Request
 
 SENTENCE = "Hello Ms Novak, your appointment about the asthma check-up has moved to Tuesday at 10:30."
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audits.encoders import BUNDLED_MODEL
+from monitors.cli.init_request import Request
 
 if TYPE_CHECKING:
-    from monitors.cli.init import Request
     from monitors.cli.init_checks import TableInfo
 
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from audits.errors import EmbwardenError, InvalidSample, ProbeError
 from audits.results import Sample
 from monitors import actions, artifacts, verdicts
-from monitors.alerts import AlertsUndelivered, deliver_alerts
+from monitors.alerts import AlertsUndelivered, deliver_alerts, prepare_alerts
 from monitors.config import EmbwardenConfig, load_config
 from monitors.deployments import build_transform, run_seed
 from monitors.ledger.database import row, session_scope
@@ -198,7 +198,10 @@ def act(deployment: str, dag_id: str, run_id: str) -> dict:
             continue
         try:
             with session_scope() as session:
-                detail = actions.perform(session, row(session, AuditRun, ref.audit_run_id), kind, policy)
+                run = row(session, AuditRun, ref.audit_run_id)
+                # An alert is prepared here (one row per channel) and sent below.
+                detail = prepare_alerts(session, run, policy) if kind == "alert" else actions.perform(
+                    session, run, kind, policy)
                 # reaudit is done when its asset event is emitted, alert when every channel got it.
                 status = "pending" if kind in ("reaudit", "alert") else "done"
                 actions.mark(row(session, Action, pending_id), status, detail)
