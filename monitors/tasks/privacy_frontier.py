@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from audits.errors import EmbwardenError
-from monitors.frontier.grid import DEFAULT_PAIRS, KINDS, MAX_PAIRS, MIN_PAIRS
 from monitors.tasks.common import no_retry
-
-__all__ = ["DEFAULT_PAIRS", "KINDS", "MAX_PAIRS", "MIN_PAIRS", "run_sweep"]  # the DAG's Params form reads these
 
 
 def run_sweep(deployment: str, kind: str | None, strengths: Sequence[float] | None, pairs: int, run_id: str) -> dict:
