@@ -33,6 +33,7 @@ ui: install
 test: install
 	scripts/ensure-postgres.sh
 	scripts/ensure-chromium.sh
+	scripts/ensure-redis.sh
 	scripts/ensure-corpora.sh
 	$(PY) -m pytest
 

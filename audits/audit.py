@@ -13,26 +13,30 @@ it needs (texts, known secrets, labels), and the result says which.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
 import pickle
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from audits import storage
 from audits.corpora import Corpus
 from audits.errors import EmbwardenError, ProbeError
 from audits.pipeline import EmbeddingCache, Pipeline
 from audits.probes import make_probe
 from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
+from audits.storage import Location
 from audits.transforms import AppliedByEncoder
 
 log = logging.getLogger(__name__)
+# The key of the model cache's digests, the same on every worker (see ModelCache).
+CACHE_KEY_ENV = "EMBWARDEN_CACHE_KEY"
 
 # Bump when a probe's fitted state changes shape: older cache entries are then ignored.
 MODEL_CACHE_FORMAT = 3
@@ -84,41 +88,61 @@ def embed_corpus(pipeline: Pipeline, corpus: Corpus, rng: np.random.Generator, v
 
 
 class ModelCache:
-    """Fitted probes pickled under `root`. Only this process writes there: keep it private (0700),
-    since loading a pickle runs code."""
+    """Fitted probes pickled under `root` (a folder or an object store), each beside its digest.
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    Loading a pickle runs code, so an entry is unpickled only when its bytes match the digest
+    recorded with it when it was stored: a truncated, corrupted or replaced object is refitted,
+    never loaded. With a key (`EMBWARDEN_CACHE_KEY`, shared by every worker and kept out of the
+    store) the digest is an HMAC, so that someone who can write to the store cannot forge one;
+    without, a plain SHA-256, and the store's write access is what keeps the pickles honest.
+    """
 
-    def path(self, key: str) -> Path:
+    def __init__(self, root: Location, key: bytes | str | None = None) -> None:
+        self.root = Path(root) if isinstance(root, str) else root
+        key = os.environ.get(CACHE_KEY_ENV) if key is None else key
+        self.key = key.encode() if isinstance(key, str) else key
+
+    def path(self, key: str) -> Location:
         return self.root / f"{key}.pkl"
 
+    def digest_path(self, key: str) -> Location:
+        return self.root / f"{key}.digest"
+
+    def digest(self, data: bytes) -> str:
+        if self.key:
+            return "hmac-sha256:" + hmac.new(self.key, data, hashlib.sha256).hexdigest()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
     def load(self, key: str):
-        path = self.path(key)
-        if not path.is_file():
+        data = storage.read_bytes(self.path(key))
+        if data is None:
+            return None
+        recorded = storage.read_bytes(self.digest_path(key))
+        if recorded is None or not hmac.compare_digest(recorded.decode(errors="replace").strip(), self.digest(data)):
+            why = "has no digest" if recorded is None else "does not match its digest"
+            log.warning("model cache entry %s %s; not loaded, fitting afresh", self.path(key).name, why)
             return None
         try:
-            with path.open("rb") as fh:
-                return pickle.load(fh)
-        except Exception as exc:  # a truncated or incompatible entry is a miss, not a failure
-            log.warning("model cache entry %s unreadable (%s); fitting afresh", path.name, exc)
+            return pickle.loads(data)
+        except Exception as exc:  # an entry of an incompatible version is a miss, not a failure
+            log.warning("model cache entry %s unreadable (%s); fitting afresh", self.path(key).name, exc)
             return None
 
     def store(self, key: str, probe) -> None:
         """Pickle `probe` without its live attributes (oracles onto the pipeline are not state;
         they are re-attached on load): `embed_`, and any a probe lists in `live_attributes`."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         names = {"embed_", *getattr(probe, "live_attributes", ())}
         live = {name: getattr(probe, name) for name in names if getattr(probe, name, None) is not None}
         for name in live:
             setattr(probe, name, None)
         try:
-            with tempfile.NamedTemporaryFile(dir=self.root, suffix=".tmp", delete=False) as tmp:
-                pickle.dump(probe, tmp, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp.name, self.path(key))
+            data = pickle.dumps(probe, protocol=pickle.HIGHEST_PROTOCOL)
         finally:
             for name, value in live.items():
                 setattr(probe, name, value)
+        # The pickle first: a reader that finds the new digest beside the old pickle refits, never loads it.
+        storage.write_bytes(self.path(key), data)
+        storage.write_bytes(self.digest_path(key), self.digest(data).encode())
 
 
 class Auditor:
@@ -128,14 +152,15 @@ class Auditor:
     the pipeline's transform: it shows how much a noise-unaware probe under-reports.
     """
 
-    def __init__(self, pipeline: Pipeline, aux: Corpus, seed: int = 0, cache_dir: Path | None = None,
+    def __init__(self, pipeline: Pipeline, aux: Corpus, seed: int = 0, cache_dir: Location | None = None,
                  naive: bool = False, cache_oracle: bool = False) -> None:
         self.pipeline = pipeline
         self.corpus = aux
         self.seed = seed
         self.naive = naive
-        self.embedding_cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir else None
-        self.model_cache = ModelCache(Path(cache_dir) / "models") if cache_dir else None
+        root = Path(cache_dir) if isinstance(cache_dir, str) else cache_dir
+        self.embedding_cache = EmbeddingCache(root / "embeddings") if root else None
+        self.model_cache = ModelCache(root / "models") if root else None
         self._oracle_rng = np.random.default_rng(seed + 1)
         # Fitting may query the pipeline too (bow_inversion re-embeds its candidate words): from its own
         # stream, so a probe's scores are the same whether it was fitted now or loaded from the cache.

@@ -23,12 +23,13 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from audits import storage
 from audits.errors import ConfigError
+from audits.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -159,24 +160,23 @@ def fingerprint(kinds: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def build(cache_dir: Path | None, kinds: tuple[str, ...] = SOURCES) -> list[str]:
-    """Every sentence of the sources, in a stable order; read from the cache when built before."""
+def build(cache_dir: Location | None, kinds: tuple[str, ...] = SOURCES) -> list[str]:
+    """Every sentence of the sources, in a stable order; read from the cache (a folder or an object
+    store, see audits.storage) when built before."""
     kinds = tuple(kinds)
     check_installed(kinds)
-    path = Path(cache_dir) / "corpora" / f"general-{'+'.join(kinds)}-{fingerprint(kinds)}.txt" if cache_dir else None
-    if path is not None and path.is_file():
-        return path.read_text(encoding="utf-8").splitlines()
+    path = cache_dir / "corpora" / f"general-{'+'.join(kinds)}-{fingerprint(kinds)}.txt" if cache_dir else None
+    cached = storage.read_bytes(path) if path is not None else None
+    if cached is not None:
+        return cached.decode("utf-8").splitlines()
     texts = _read(kinds)
     log.info("general corpus built: %d sentences from %s", len(texts), ", ".join(kinds))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-            tmp.write("\n".join(texts))
-        os.replace(tmp.name, path)
+        storage.write_bytes(path, "\n".join(texts).encode("utf-8"))
     return texts
 
 
-def sentences(size: int, seed: int, cache_dir: Path | None = None, kinds: tuple[str, ...] = SOURCES,
+def sentences(size: int, seed: int, cache_dir: Location | None = None, kinds: tuple[str, ...] = SOURCES,
               exclude: Iterable[str] = ()) -> list[str]:
     """`size` sentences drawn for `seed` (the same ones on the same installation), none of `exclude`."""
     texts = build(cache_dir, kinds)

@@ -7,17 +7,18 @@ and the transform, which is cheap and random, is applied afresh each time.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from audits import storage
 from audits.corpus import corpus_hash
 from audits.encoders import Encoder
+from audits.storage import Location
 from audits.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -44,25 +45,28 @@ class EmbeddingCache:
     Never used for production text: only the auxiliary corpus and canaries go through it.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Location) -> None:
+        self.root = Path(root) if isinstance(root, str) else root
 
-    def path(self, encoder: Encoder, texts: list[str]) -> Path:
+    def path(self, encoder: Encoder, texts: list[str]) -> Location:
         return self.root / encoder.fingerprint / f"{corpus_hash(texts)}-{len(texts)}.npy"
 
     def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
         path = self.path(encoder, texts)
-        if path.is_file():
-            vectors = np.load(path)
-            if vectors.shape == (len(texts), encoder.dimension):
-                log.info("embedding cache hit: %d texts (%s)", len(texts), path.name)
-                return vectors
+        data = storage.read_bytes(path)
+        if data is not None:
+            try:
+                vectors = np.load(io.BytesIO(data), allow_pickle=False)
+            except ValueError as exc:   # truncated or not a .npy: a miss
+                log.warning("embedding cache entry %s unreadable (%s); encoding afresh", path.name, exc)
+            else:
+                if vectors.shape == (len(texts), encoder.dimension):
+                    log.info("embedding cache hit: %d texts (%s)", len(texts), path.name)
+                    return vectors
         started = time.perf_counter()
         vectors = encoder.encode(texts)
         log.info("encoded %d texts in %.1f s", len(texts), time.perf_counter() - started)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash never leaves a truncated cache entry behind.
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
-            np.save(tmp, vectors)
-        os.replace(tmp.name, path)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        storage.write_bytes(path, buffer.getvalue())   # whole or not at all
         return vectors

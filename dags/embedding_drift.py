@@ -14,7 +14,7 @@ Tasks pass deployment names and run ids, never vectors; the window is deleted wh
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import TriggerRule, chain, dag, task
 
@@ -27,7 +27,8 @@ AFTER_ALL = TriggerRule.ALL_DONE
     catchup=False,
     max_active_runs=1,
     tags=["embwarden", "drift"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    # The delay between tries is Airflow's [core] default_task_retry_delay (300 s unless set).
+    default_args={"retries": 2},
     doc_md=__doc__,
 )
 def embedding_drift():

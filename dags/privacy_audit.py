@@ -21,7 +21,7 @@ not hold up another's verdict.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
 
@@ -37,7 +37,8 @@ SCHEDULE = os.environ.get("EMBWARDEN_AUDIT_SCHEDULE") or "@daily"
     catchup=False,
     max_active_runs=1,
     tags=["embwarden", "privacy"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    # The delay between tries is Airflow's [core] default_task_retry_delay (300 s unless set).
+    default_args={"retries": 2},
     params={"deployment": Param(None, type=["null", "string"], description="Audit only this deployment")},
     doc_md=__doc__,
 )

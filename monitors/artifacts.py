@@ -1,57 +1,65 @@
 """Per-run artifacts: the sample (deleted when the run ends), probe scores and the report.
 
 A run's folder is derived from (deployment, dag_id, run_id) alone, so a cleanup task can find
-it even when the task that wrote it failed before returning anything. Sample files hold
-production vectors and text: they are written owner-only and removed by the run's cleanup;
-everything else is pruned after the configured retention.
+it even when the task that wrote it failed before returning anything. It lies under
+`artifacts.root`, a local folder or an object store (audits.storage), so that the tasks of one run
+can run on different workers. Sample files hold production vectors and text: they are written
+owner-only where the store allows it and removed by the run's cleanup; everything else is pruned
+after the configured retention.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
+from audits import storage
 from audits.audit import ProbeResult
 from audits.results import Sample
+from audits.storage import Location
 
 log = logging.getLogger(__name__)
 
 SAMPLE_FILE = "sample.npz"
+REFERENCES = "_references"
 
 
 def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:200]
 
 
-def run_dir(root: Path, deployment: str, dag_id: str, run_id: str) -> Path:
-    return Path(root) / _slug(deployment) / _slug(dag_id) / _slug(run_id)
+def run_dir(root: Location, deployment: str, dag_id: str, run_id: str) -> Location:
+    return root / _slug(deployment) / _slug(dag_id) / _slug(run_id)
 
 
-def write_sample(folder: Path, sample: Sample) -> Path:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+def write_sample(folder: Location, sample: Sample) -> Location:
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(sample.ids, dtype=str), vectors=sample.vectors,
+             texts=np.array(sample.texts if sample.texts is not None else [], dtype=str),
+             has_text=np.array(sample.texts is not None), version=np.array(sample.version),
+             dims=np.array(sample.dims if sample.dims is not None else [], dtype=np.int64),
+             created_at=np.array([np.nan if t is None else t for t in sample.created_at or ()], dtype=float),
+             labels=np.array(sample.labels if sample.labels is not None else [], dtype=str),
+             has_labels=np.array(sample.labels is not None))
     path = folder / SAMPLE_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, ids=np.array(sample.ids, dtype=str), vectors=sample.vectors,
-                 texts=np.array(sample.texts if sample.texts is not None else [], dtype=str),
-                 has_text=np.array(sample.texts is not None), version=np.array(sample.version),
-                 dims=np.array(sample.dims if sample.dims is not None else [], dtype=np.int64),
-                 created_at=np.array([np.nan if t is None else t for t in sample.created_at or ()], dtype=float),
-                 labels=np.array(sample.labels if sample.labels is not None else [], dtype=str),
-                 has_labels=np.array(sample.labels is not None))
+    storage.write_bytes(path, buffer.getvalue())
     return path
 
 
-def read_sample(folder: Path) -> Sample:
-    with np.load(Path(folder) / SAMPLE_FILE, allow_pickle=False) as data:
+def has_sample(folder: Location) -> bool:
+    return storage.exists(folder / SAMPLE_FILE)
+
+
+def read_sample(folder: Location) -> Sample:
+    data_bytes = storage.read_bytes(folder / SAMPLE_FILE)
+    if data_bytes is None:
+        raise FileNotFoundError(f"no sample in {folder} (deleted by the run's cleanup, or never drawn)")
+    with np.load(io.BytesIO(data_bytes), allow_pickle=False) as data:
         texts = tuple(str(t) for t in data["texts"]) if bool(data["has_text"]) else None
         n = len(data["ids"])
         dims = tuple(int(d) for d in data["dims"]) if "dims" in data and len(data["dims"]) == n else None
@@ -62,40 +70,34 @@ def read_sample(folder: Path) -> Sample:
                       version=str(data["version"]), labels=labels, dims=dims, created_at=created)
 
 
-def write_probe_result(folder: Path, result: ProbeResult) -> Path:
+def write_probe_result(folder: Location, result: ProbeResult) -> Location:
     """One probe's scores (or error): numbers and messages only, no text or vectors."""
-    Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = Path(folder) / f"probe-{_slug(result.probe)}.json"
-    path.write_text(json.dumps(result.to_dict(), indent=1))
+    path = folder / f"probe-{_slug(result.probe)}.json"
+    storage.write_bytes(path, json.dumps(result.to_dict(), indent=1).encode())
     return path
 
 
-def read_probe_results(folder: Path) -> dict[str, ProbeResult]:
+def read_probe_results(folder: Location) -> dict[str, ProbeResult]:
     return {r.probe: r for r in (ProbeResult.from_dict(json.loads(p.read_text()))
-                                 for p in sorted(Path(folder).glob("probe-*.json")))}
+                                 for p in storage.glob(folder, "probe-*.json"))}
 
 
-def delete_sample(folder: Path) -> bool:
-    path = Path(folder) / SAMPLE_FILE
-    if path.exists():
-        path.unlink()
-        return True
-    return False
+def delete_sample(folder: Location) -> bool:
+    return storage.remove(folder / SAMPLE_FILE)
 
 
-def prune(root: Path, retention_days: int, now: float | None = None) -> int:
-    """Delete run folders whose newest file is older than the retention; returns how many."""
-    root = Path(root)
-    if not root.is_dir():
-        return 0
+def prune(root: Location, retention_days: int, now: float | None = None) -> int:
+    """Delete run folders (<deployment>/<dag>/<run>, references included) whose newest file is older
+    than the retention; returns how many."""
     cutoff = (now or time.time()) - retention_days * 86400
+    newest: dict[tuple[str, ...], float] = {}
+    for parts, changed in storage.files(root):
+        if len(parts) > 3:
+            newest[parts[:3]] = max(changed, newest.get(parts[:3], changed))
     removed = 0
-    for folder in root.glob("*/*/*"):
-        if not folder.is_dir():
-            continue
-        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
-        if newest < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
+    for parts, changed in sorted(newest.items()):
+        if changed < cutoff:
+            storage.remove_tree(root.joinpath(*parts))
             removed += 1
     if removed:
         log.info("pruned %d run folders older than %d days under %s", removed, retention_days, root)
@@ -105,24 +107,25 @@ def prune(root: Path, retention_days: int, now: float | None = None) -> int:
 REFERENCE_FILE = "reference.npy"
 
 
-def reference_path(root: Path, deployment: str, version: str) -> Path:
+def reference_path(root: Location, deployment: str, version: str) -> Location:
     """Where a version's reference sample lives: beside the run folders, so the same retention prunes
     the references of versions no longer audited (a passing audit rewrites its version's)."""
-    return Path(root) / _slug(deployment) / "_references" / _slug(version) / REFERENCE_FILE
+    return root / _slug(deployment) / REFERENCES / _slug(version) / REFERENCE_FILE
 
 
-def write_reference(root: Path, deployment: str, version: str, vectors: np.ndarray) -> Path:
+def has_reference(root: Location, deployment: str, version: str) -> bool:
+    return storage.exists(reference_path(root, deployment, version))
+
+
+def write_reference(root: Location, deployment: str, version: str, vectors: np.ndarray) -> Location:
     """Keep the vectors (no ids, no text) of a passing audit's sample as the version's drift reference."""
     path = reference_path(root, deployment, version)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, np.asarray(vectors, dtype=np.float32))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)   # a reader never sees half a file
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(vectors, dtype=np.float32))
+    storage.write_bytes(path, buffer.getvalue())   # a reader never sees half a file
     return path
 
 
-def read_reference(root: Path, deployment: str, version: str) -> np.ndarray | None:
-    path = reference_path(root, deployment, version)
-    return np.load(path, allow_pickle=False) if path.is_file() else None
+def read_reference(root: Location, deployment: str, version: str) -> np.ndarray | None:
+    data = storage.read_bytes(reference_path(root, deployment, version))
+    return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)

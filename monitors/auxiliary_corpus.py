@@ -9,16 +9,16 @@ it in that folder only (`run_cache_dir`), and the run's cleanup deletes all of i
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
-from audits import corpora, general
+from audits import corpora, general, storage
 from audits.corpora import Corpus
 from audits.errors import ConfigError
 from audits.results import Sample
+from audits.storage import Location
 from monitors.config import EmbwardenConfig, corpus_parts, uses_production
 from monitors.deployments import sql_url
 
@@ -60,7 +60,7 @@ def check(config: EmbwardenConfig, deployment: str, source, version: str) -> Non
 
 
 def draw_production(config: EmbwardenConfig, deployment: str, source, version: str, sample: Sample, seed: int,
-                    folder: Path) -> int:
+                    folder: Location) -> int:
     """Draw the production slice (disjoint from `sample`) into the run's folder, owner-only; its size."""
     size = production_size(config, deployment)
     texts = source.draw_texts(version, size, seed, exclude=sample.ids)
@@ -68,23 +68,22 @@ def draw_production(config: EmbwardenConfig, deployment: str, source, version: s
         column = config.deployment(deployment).source.columns.text
         raise ConfigError(f"deployments.{deployment}.auxiliary_corpus: kind production asks for {size} texts "
                           f"besides the sample, column {column!r} of version {version} gave {len(texts)}")
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(folder / PRODUCTION_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, texts=np.array(texts, dtype=str))
+    buffer = io.BytesIO()
+    np.savez(buffer, texts=np.array(texts, dtype=str))
+    storage.write_bytes(folder / PRODUCTION_FILE, buffer.getvalue())
     return len(texts)
 
 
-def read_production(folder: Path) -> tuple[str, ...]:
-    path = Path(folder) / PRODUCTION_FILE
-    if not path.is_file():
-        raise ConfigError(f"the run's production slice is gone ({path.name} not in the run's folder); "
+def read_production(folder: Location) -> tuple[str, ...]:
+    data = storage.read_bytes(folder / PRODUCTION_FILE)
+    if data is None:
+        raise ConfigError(f"the run's production slice is gone ({PRODUCTION_FILE} not in the run's folder); "
                           "the run's sample step draws it: retry the run from `sample`")
-    with np.load(path, allow_pickle=False) as data:
-        return tuple(str(t) for t in data["texts"])
+    with np.load(io.BytesIO(data), allow_pickle=False) as texts:
+        return tuple(str(t) for t in texts["texts"])
 
 
-def corpus(config: EmbwardenConfig, deployment: str, folder: Path | None = None) -> Corpus:
+def corpus(config: EmbwardenConfig, deployment: str, folder: Location | None = None) -> Corpus:
     """The attacker's corpus as configured; `folder` is the run's, where a production slice lies."""
     parts = [_part(config, deployment, part, folder) for part in
              corpus_parts(config.deployment(deployment).auxiliary_corpus)]
@@ -103,13 +102,13 @@ def public_corpus(config: EmbwardenConfig, deployment: str) -> Corpus:
     return built[0] if len(built) == 1 else combine(built)
 
 
-def _part(config: EmbwardenConfig, deployment: str, ccfg, folder: Path | None) -> Corpus:
+def _part(config: EmbwardenConfig, deployment: str, ccfg, folder: Location | None) -> Corpus:
     if ccfg.kind == "synthetic":
         return corpora.synthetic(ccfg.size, ccfg.seed)
     if ccfg.kind == "file":
         return corpora.read_file(config.resolve(ccfg.path))
     if ccfg.kind == "general":
-        return Corpus(tuple(general.sentences(ccfg.size, ccfg.seed, config.resolve(config.cache_dir),
+        return Corpus(tuple(general.sentences(ccfg.size, ccfg.seed, config.cache_root,
                                               tuple(ccfg.sources))))
     if ccfg.kind == "production":
         if folder is None:
@@ -128,26 +127,15 @@ def combine(parts: list[Corpus]) -> Corpus:
     return Corpus(texts, secrets, labels)
 
 
-def cache_dir(config: EmbwardenConfig, deployment: str, folder: Path) -> Path:
+def cache_dir(config: EmbwardenConfig, deployment: str, folder: Location) -> Location:
     """Where the probes cache embeddings and models: the shared cache for public corpora, the run's
     own folder when the corpus holds production text (deleted with it at cleanup)."""
     if uses_production(config.deployment(deployment).auxiliary_corpus):
-        path = Path(folder) / RUN_CACHE
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
-    return config.resolve(config.cache_dir)
+        return folder / RUN_CACHE
+    return config.cache_root
 
 
-def delete(folder: Path) -> bool:
+def delete(folder: Location) -> bool:
     """Remove the run's production slice and everything embedded or fitted on it."""
-    import shutil
-
-    folder = Path(folder)
-    found = False
-    if (folder / PRODUCTION_FILE).exists():
-        (folder / PRODUCTION_FILE).unlink()
-        found = True
-    if (folder / RUN_CACHE).exists():
-        shutil.rmtree(folder / RUN_CACHE)
-        found = True
-    return found
+    slice_removed = storage.remove(folder / PRODUCTION_FILE)
+    return storage.remove_tree(folder / RUN_CACHE) or slice_removed

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from audits.encoders import LocalEncoder, bundled_model_dir
+from tests.object_store import object_store, s3_bucket  # noqa: F401  (a real S3-compatible server)
 from tests.receivers import mail_catcher, webhook_receiver  # noqa: F401  (real SMTP and HTTP receivers)
 
 PG_URL = os.environ.get("EMBWARDEN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -296,14 +296,14 @@ def test_local_executor_by_default_and_celery_with_its_profile():
     default = load()
     assert default["x-airflow-common"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert enabled(default) == {"postgres", *AIRFLOW_CORE, "airflow-init", "embedder", "mailcatcher"}
-    for name in ("redis", "airflow-worker", "flower"):
+    for name in ("redis", "airflow-worker", "flower", "object-store"):
         assert "celery" in default["services"][name]["profiles"], name
     assert default["services"]["airflow-cli"]["profiles"] == ["debug"]
 
     env = env_file(DOCKER / "celery.env")
     celery = load(env)
-    assert enabled(celery, env) == enabled(default) | {"redis", "airflow-worker", "flower"}
-    for name in enabled(celery, env) - {"postgres", "redis", "mailcatcher"}:
+    assert enabled(celery, env) == enabled(default) | {"redis", "airflow-worker", "flower", "object-store"}
+    for name in enabled(celery, env) - {"postgres", "redis", "mailcatcher", "object-store"}:
         assert celery["services"][name]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
     common = celery["x-airflow-common"]["environment"]
     broker = make_url(common["AIRFLOW__CELERY__BROKER_URL"].replace("redis://:@", "redis://"))
@@ -312,12 +312,24 @@ def test_local_executor_by_default_and_celery_with_its_profile():
     assert backend.host == "postgres" and backend.database == "airflow"
     assert celery["services"]["airflow-worker"]["command"] == "celery worker"
     assert 5555 in published(celery) and published(celery)[5555] == "flower"
+    # Run data and caches on the object store, through the connection that reaches its S3 gateway: the
+    # workers share no volume. By default they stay in embwarden.yaml's folders.
+    assert common["EMBWARDEN_ARTIFACTS_ROOT"].startswith("s3://embwarden/")
+    assert common["EMBWARDEN_CACHE_DIR"].startswith("s3://embwarden/")
+    assert common["EMBWARDEN_STORE_CONNECTION"] == "embwarden_store"
+    store = json.loads(common["AIRFLOW_CONN_EMBWARDEN_STORE"])
+    assert store["conn_type"] == "aws" and store["extra"]["endpoint_url"] == "http://object-store:8333"
+    assert 8333 in celery["services"]["object-store"]["expose"] and "-bucket=embwarden" in str(
+        celery["services"]["object-store"]["command"])
+    assert "object-store" in celery["services"]["airflow-worker"]["depends_on"]
+    assert default["x-airflow-common"]["environment"]["EMBWARDEN_ARTIFACTS_ROOT"] == ""
 
 
 def test_gpu_profile_adds_a_worker_on_the_gpu_queue():
     env = env_file(DOCKER / "gpu.env")
     doc = load(env)
-    assert enabled(doc, env) == enabled(load()) | {"redis", "airflow-worker", "flower", "airflow-worker-gpu"}
+    assert enabled(doc, env) == enabled(load()) | {"redis", "airflow-worker", "flower", "airflow-worker-gpu",
+                                                    "object-store"}
     # The gpu profile alone starts the broker and the default worker as well.
     assert enabled(doc, {"COMPOSE_PROFILES": "gpu"}) == enabled(doc, env)
     gpu = doc["services"]["airflow-worker-gpu"]

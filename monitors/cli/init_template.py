@@ -136,6 +136,9 @@ artifacts:
   root: .embwarden/artifacts      # per-run samples (deleted at the end of each run), scores, reports
   retention_days: 30              # run folders older than this are deleted
   # base_url: https://reports.example.com/embwarden   # where `root` is served: alerts link reports there
+  # Several workers (CeleryExecutor, KubernetesExecutor): put root and cache_dir on an object store,
+  # e.g. root: s3://my-bucket/embwarden/artifacts, with the Airflow connection holding its credentials:
+  # connection: embwarden_store
 cache_dir: .embwarden/cache       # auxiliary-corpus embeddings and fitted attack models, reused across runs
 
 # Where alerts go, for every deployment (a deployment's own `alerts:` replaces this list). Host,

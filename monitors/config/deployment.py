@@ -15,6 +15,42 @@ from monitors.config.base import NAME, Float, Int, Model
 from monitors.config.corpora import AuxiliaryCorpusConfig, CanaryConfig, SyntheticCorpusConfig, uses_production
 from monitors.config.pipeline import SourceConfig, VersionConfig
 
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def is_url(path: str) -> bool:
+    """An object-store URL (s3://bucket/prefix); file:// and plain paths are local folders."""
+    return bool(URL.match(path)) and not path.startswith("file://")
+
+
+def object_store_path(url: str, connection: str | None = None):
+    """Airflow's ObjectStoragePath for `url`: its filesystem comes from the provider that registers the
+    scheme (s3: apache-airflow-providers-amazon), its credentials from the connection."""
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(url, conn_id=connection) if connection else ObjectStoragePath(url)
+
+
+def stored_location(text: str):
+    """A location back from its str(): a Path, or an ObjectStoragePath whose URL names its connection
+    (s3://conn@bucket/prefix), as RunRef carries it between tasks."""
+    return object_store_path(text) if is_url(text) else Path(text.removeprefix("file://"))
+
+
+def check_scheme(field: str, path: str) -> str:
+    """Fail at load time, naming the field, when no installed provider serves the URL's scheme."""
+    if is_url(path):
+        from airflow.sdk.io.fs import has_fs
+
+        scheme = path.split("://", 1)[0]
+        if not has_fs(scheme):
+            hint = {"s3": "apache-airflow-providers-amazon[s3fs]", "gs": "apache-airflow-providers-google",
+                    "gcs": "apache-airflow-providers-google", "abfs": "apache-airflow-providers-microsoft-azure"}
+            raise ValueError(f"{field}: no object-store filesystem is registered for {scheme}:// "
+                             f"(install {hint.get(scheme, 'the Airflow provider for it')}); or give a folder")
+    return path
+
+
 # `probe.metric`, or `probe.metric[segment]` for the score of one segment (a label of the sample or canaries).
 METRIC_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+(\[[A-Za-z0-9_ .:-]{1,40}\])?$")
 
@@ -157,7 +193,17 @@ class DeploymentConfig(Model):
 
 
 class ArtifactsConfig(Model):
+    # A folder (relative to this file) or an object-store URL (s3://bucket/prefix, gs://..., any scheme
+    # an installed Airflow provider registers): with more than one worker, a place every worker reaches.
     root: str = ".embwarden/artifacts"
+    # The Airflow connection with the object store's credentials (and endpoint); it serves `cache_dir`
+    # too when that is a URL. Unset: the provider's default connection (aws_default for s3).
+    connection: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+
+    @field_validator("root")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        return check_scheme("artifacts.root", value)
     retention_days: Int = Field(default=30, ge=1, le=3650)
     # Where `root` is served (https://reports.example.com/embwarden); alerts link reports there.
     # Unset, alerts give the report's file path.
@@ -178,6 +224,11 @@ class EmbwardenConfig(Model):
     def _path(cls, value: Any) -> Path:
         return Path(value)
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_scheme(cls, value: str) -> str:
+        return check_scheme("cache_dir", value)
+
     def deployment(self, name: str) -> DeploymentConfig:
         try:
             return self.deployments[name]
@@ -192,6 +243,21 @@ class EmbwardenConfig(Model):
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def location(self, path: str):
+        """Where run data or a cache lives: a local Path (relative to this file), or for a URL an
+        ObjectStoragePath with the credentials of `artifacts.connection` (see audits.storage)."""
+        if not is_url(path):
+            return self.resolve(path.removeprefix("file://"))
+        return object_store_path(path, self.artifacts.connection)
+
+    @property
+    def artifacts_root(self):
+        return self.location(self.artifacts.root)
+
+    @property
+    def cache_root(self):
+        return self.location(self.cache_dir)
 
     def resolve_url(self, url: str) -> str:
         """Make a relative SQLite file URL absolute; other URLs are returned unchanged."""

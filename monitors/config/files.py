@@ -14,6 +14,11 @@ from audits.params import problems
 from monitors.config.deployment import EmbwardenConfig
 
 DEFAULT_CONFIG = "embwarden.yaml"
+# Where run data and caches live, from the environment (the same file then serves a one-machine and a
+# multi-worker deployment, e.g. Compose's `celery` profile): env var -> (section, key) in the file.
+STORAGE_ENV = {"EMBWARDEN_ARTIFACTS_ROOT": ("artifacts", "root"),
+               "EMBWARDEN_STORE_CONNECTION": ("artifacts", "connection"),
+               "EMBWARDEN_CACHE_DIR": (None, "cache_dir")}
 
 
 def config_path() -> Path:
@@ -30,6 +35,12 @@ def load_config(path: str | Path | None = None) -> EmbwardenConfig:
         raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    for env, (section, key) in STORAGE_ENV.items():
+        if os.environ.get(env):
+            target = data.setdefault(section, {}) if section else data
+            if not isinstance(target, dict):
+                raise ConfigError(f"{path}: {section} must be a mapping")
+            target[key] = os.environ[env]
     try:
         return EmbwardenConfig.model_validate({**data, "base_dir": path.parent})
     except ValidationError as exc:

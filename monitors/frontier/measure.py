@@ -26,12 +26,12 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
 from audits.errors import ConfigError
 from audits.results import Score
+from audits.storage import Location
 from monitors.frontier.grid import DEFAULT_PAIRS, KNOBS, MAX_PAIRS, MIN_PAIRS, as_configured, grid, knob, label_of
 from monitors.frontier.recommend import judge, recommend
 from monitors.frontier.render import folder_for, write
@@ -158,7 +158,7 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
         notes.append("The attacker's production slice exists only inside audit runs: the sweep trained on the "
                      "configured corpus without it, a weaker attacker than the audit's.")
     seed = auditor_seed(config, deployment)
-    cache_dir = config.resolve(config.cache_dir)
+    cache_dir = config.cache_root
     cache = EmbeddingCache(cache_dir / "embeddings")
     can_cfg = dep_cfg.canaries if dep_cfg.canaries.count else CanaryConfig()
     if not dep_cfg.canaries.count:
@@ -217,7 +217,7 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
 
 def sweep_and_write(deployment: str, kind: str | None = None, strengths: Sequence[float] | None = None,
         pairs: int = DEFAULT_PAIRS, run_id: str | None = None, config_path: str | None = None,
-        probes: Sequence[str] | None = None, version: str | None = None) -> tuple[Frontier, Path, Path]:
+        probes: Sequence[str] | None = None, version: str | None = None) -> tuple[Frontier, Location, Location]:
     """Sweep and write the artifacts; returns the frontier and the paths of its JSON and HTML."""
     from monitors.config import load_config
 

@@ -7,33 +7,34 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from audits import storage
+from audits.storage import Location
 from monitors.frontier.grid import knob
 from monitors.frontier.results import BLOCKING, Frontier, FrontierPoint, K
 from monitors.reports.charts import strength_chart
 
 
-def folder_for(config, deployment: str, run_id: str) -> Path:
+def folder_for(config, deployment: str, run_id: str) -> Location:
     from monitors import artifacts
 
-    return artifacts.run_dir(config.resolve(config.artifacts.root), "frontier", deployment, run_id)
+    return artifacts.run_dir(config.artifacts_root, "frontier", deployment, run_id)
 
 
-def write(frontier: Frontier, folder: Path) -> tuple[Path, Path]:
+def write(frontier: Frontier, folder: Location) -> tuple[Location, Location]:
     """frontier.json (the data) and frontier.html (rendered from it); numbers and names only."""
     from jinja2 import Environment, PackageLoader, select_autoescape
     from markupsafe import Markup
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder) if isinstance(folder, str) else folder
     data = frontier.to_dict()
     json_path = folder / "frontier.json"
-    json_path.write_text(json.dumps(data, indent=2))
+    storage.write_bytes(json_path, json.dumps(data, indent=2).encode())
     env = Environment(loader=PackageLoader("monitors.reports", "templates"), autoescape=select_autoescape(["html"]))
     charts = [Markup(c) for c in charts_of(frontier)]
     metrics = sorted({m for p in frontier.points for m in p.scores})
     html_path = folder / "frontier.html"
-    html_path.write_text(env.get_template("frontier.html").render(
-        f=data, charts=charts, metrics=metrics, k=K, axis=knob(frontier.kind).axis))
+    storage.write_bytes(html_path, env.get_template("frontier.html").render(
+        f=data, charts=charts, metrics=metrics, k=K, axis=knob(frontier.kind).axis).encode())
     return json_path, html_path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,10 +16,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from audits import storage
 from audits.coverage import PROBE as COVERAGE
 from audits.errors import ConfigError
+from audits.storage import Location
 from monitors import artifacts
 from monitors.config import EmbwardenConfig, load_config
+from monitors.config.deployment import stored_location
 from monitors.coverage import coverage_explanation
 from monitors.gates import status_of
 from monitors.ledger.database import session_scope
@@ -222,26 +224,25 @@ _env = Environment(loader=PackageLoader("monitors.reports", "templates"), autoes
 _env.globals["chart"] = _chart
 
 
-def write(folder: Path, content: dict) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def write(folder: Location, content: dict) -> Location:
+    """report.json and report.html in the run's folder (local or on the object store)."""
     examples = {name: list(result.examples) for name, result in artifacts.read_probe_results(folder).items()
                 if result.examples}
     content = {**content, "examples": examples}
-    if (folder / DRIFT_REPORT).is_file():
+    if storage.exists(folder / DRIFT_REPORT):
         content = {**content, "drift": {**content.get("drift", {"metrics": []}), "report": DRIFT_REPORT}}
-    (folder / "report.json").write_text(json.dumps(content, indent=2, default=str))
+    storage.write_bytes(folder / "report.json", json.dumps(content, indent=2, default=str).encode())
     html_path = folder / "report.html"
-    html_path.write_text(_env.get_template("report.html").render(r=content))
+    storage.write_bytes(html_path, _env.get_template("report.html").render(r=content).encode())
     return html_path
 
 
-def report_url(config: EmbwardenConfig, folder: Path) -> str:
-    """Where the run's report can be opened: under `artifacts.base_url` when set, else its path."""
+def report_url(config: EmbwardenConfig, folder: Location) -> str:
+    """Where the run's report can be opened: under `artifacts.base_url` when set, else its path or URL."""
     html = folder / "report.html"
     if not config.artifacts.base_url:
         return str(html)
-    relative = html.relative_to(config.resolve(config.artifacts.root)).as_posix()
+    relative = storage.relative(html, config.artifacts_root)
     return f"{config.artifacts.base_url.rstrip('/')}/{relative}"
 
 
@@ -252,10 +253,9 @@ def rerender_report(audit_run_id: int, force: bool = False, config_path: str | N
         run = session.get(AuditRun, audit_run_id)
         if run is None:
             raise ConfigError(f"audit run {audit_run_id}: no such run in the ledger")
-        path = Path(run.report_path) if run.report_path else None
-        if force or path is None or not path.is_file():
-            folder = artifacts.run_dir(config.resolve(config.artifacts.root), run.deployment.name, run.dag_id,
-                                       run.run_id)
+        path = stored_location(run.report_path) if run.report_path else None
+        if force or path is None or not storage.exists(path):
+            folder = artifacts.run_dir(config.artifacts_root, run.deployment.name, run.dag_id, run.run_id)
             path = write(folder, build(session, run))
             run.report_path = str(path)
         return str(path)

@@ -10,13 +10,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from audits.errors import EmbwardenError, EncoderUnavailable, InvalidSample, SourceUnavailable
+from audits.storage import Location
 from monitors import artifacts
 from monitors.config import EmbwardenConfig, load_config
+from monitors.config.deployment import stored_location
 from monitors.ledger.database import LedgerUnavailable, migrate, row, session_scope
 from monitors.ledger.models import AuditRun, Deployment, utcnow
 from monitors.ledger.registry import sync
@@ -26,13 +27,18 @@ log = logging.getLogger("monitors.tasks")
 
 @dataclass(frozen=True)
 class RunRef:
-    """What tasks hand each other through XCom: ids and a folder, nothing sampled."""
+    """What tasks hand each other through XCom: ids and a folder, nothing sampled. The folder is
+    its URL or path (a local folder, or s3://connection@bucket/prefix/...) for any worker to open."""
 
     deployment: str
     dag_id: str
     run_id: str
     audit_run_id: int
     artifact_dir: str
+
+    @property
+    def folder(self) -> Location:
+        return stored_location(self.artifact_dir)
 
     def to_xcom(self) -> dict:
         return asdict(self)
@@ -96,9 +102,9 @@ def mark_stopped(audit_run_id: int, exc: Exception, prefix: str = "") -> None:
         log.error("audit run %s could not be marked stopped: %s", audit_run_id, ledger_down)
 
 
-def run_folder(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str) -> Path:
-    """The run's owner-only artifact folder under `artifacts.root`."""
-    return artifacts.run_dir(config.resolve(config.artifacts.root), deployment, dag_id, run_id)
+def run_folder(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str) -> Location:
+    """The run's artifact folder under `artifacts.root` (owner-only where the store allows)."""
+    return artifacts.run_dir(config.artifacts_root, deployment, dag_id, run_id)
 
 
 def find_ref(deployment: str, dag_id: str, run_id: str) -> RunRef | None:

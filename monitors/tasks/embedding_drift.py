@@ -5,8 +5,10 @@ active version against its reference sample; recorded, judged and acted on by mo
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
+from audits import storage
 from audits.audit import ProbeResult
 from audits.errors import InvalidSample
 from monitors import artifacts
@@ -51,7 +53,7 @@ def has_reference(deployment: str) -> bool:
     with session_scope() as session:
         dep = sync_deployment(session, deployment, config.deployment(deployment))
         version = dep.active_version.name
-    return artifacts.reference_path(config.resolve(config.artifacts.root), deployment, version).is_file()
+    return artifacts.has_reference(config.artifacts_root, deployment, version)
 
 
 def drift(deployment: str, dag_id: str, run_id: str) -> dict:
@@ -62,11 +64,11 @@ def drift(deployment: str, dag_id: str, run_id: str) -> dict:
 
     ref = live_ref(deployment, dag_id, run_id, "check drift")
     config = load_config()
-    folder = Path(ref.artifact_dir)
+    folder = ref.folder
     with failing_run(ref.audit_run_id, "check drift"):
         with session_scope() as session:
             version = row(session, AuditRun, ref.audit_run_id).version.name
-        reference = artifacts.read_reference(config.resolve(config.artifacts.root), deployment, version)
+        reference = artifacts.read_reference(config.artifacts_root, deployment, version)
         if reference is None:
             raise InvalidSample(f"{deployment}/{version}: no reference sample (a passing privacy audit keeps one)")
         window = artifacts.read_sample(folder)
@@ -78,7 +80,10 @@ def drift(deployment: str, dag_id: str, run_id: str) -> dict:
         if any(s.key in thresholds and thresholds[s.key].crossed(thresholds[s.key].judged(s)) != "pass"
                for s in scores):
             # evidently's HTML draws a t-SNE (tens of seconds): only for a window that drifts.
-            compute(window.vectors, reference, seed=seed, html_path=str(folder / DRIFT_REPORT))
+            with tempfile.TemporaryDirectory() as scratch:   # evidently writes a local file; it may go remote
+                html = Path(scratch) / DRIFT_REPORT
+                compute(window.vectors, reference, seed=seed, html_path=str(html))
+                storage.write_bytes(folder / DRIFT_REPORT, html.read_bytes())
         artifacts.write_probe_result(folder, ProbeResult("drift", "sample", scores))
         log.info("drift run %d: model_auc %.3f, mmd %.4f, norm_ks %.3f (%d vs %d vectors, %.1f s)",
                  ref.audit_run_id, result.model_auc, result.mmd, result.norm_ks, result.n_current,

@@ -7,7 +7,6 @@ Each takes and returns a small RunRef (ids and a folder), never data.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -16,6 +15,7 @@ from audits import corpora
 from audits.audit import Auditor, ProbeResult, embed_corpus
 from audits.coverage import PROBE as COVERAGE
 from audits.errors import EmbwardenError, ProbeError, SourceUnavailable
+from audits.storage import Location
 from monitors import actions, artifacts, auxiliary_corpus
 from monitors.assets import REAUDIT_ASSET
 from monitors.config import EmbwardenConfig, load_config, uses_production
@@ -50,7 +50,7 @@ def sample(deployment: str, dag_id: str, run_id: str) -> dict:
         if uses_production(dep_cfg.auxiliary_corpus):
             drew = auxiliary_corpus.draw_production(config, deployment, source, version, drawn,
                                                     run_seed(dag_id, run_id, deployment, "attacker"),
-                                                    Path(ref.artifact_dir))
+                                                    ref.folder)
             log.info("audit run %d: %d production texts drawn for the attacker (disjoint from the sample)",
                      ref.audit_run_id, drew)
     return ref.to_xcom()
@@ -66,7 +66,7 @@ def probe_jobs(deployments: list[str], dag_id: str, run_id: str) -> list[dict]:
     jobs = []
     for deployment in deployments:
         ref = find_ref(deployment, dag_id, run_id)
-        if ref is None or not (Path(ref.artifact_dir) / artifacts.SAMPLE_FILE).is_file():
+        if ref is None or not artifacts.has_sample(ref.folder):
             log.warning("%s: no sample for this run; its probes are skipped", deployment)
             continue
         if not steps.validated(ref.audit_run_id):
@@ -87,7 +87,7 @@ def probe(ref_data: dict, name: str) -> dict:
     dep_cfg = config.deployment(ref.deployment)
     with session_scope() as session:
         version = row(session, AuditRun, ref.audit_run_id).version.name
-    folder = Path(ref.artifact_dir)
+    folder = ref.folder
     try:
         pipeline = build_pipeline(config, ref.deployment, version)
         seed = auditor_seed(config, ref.deployment)
@@ -107,7 +107,7 @@ def probe(ref_data: dict, name: str) -> dict:
         raise  # transient: let Airflow retry
     except EmbwardenError as exc:
         result = ProbeResult(name, "none", error=f"{type(exc).__name__}: {exc}")
-    artifacts.write_probe_result(Path(ref.artifact_dir), result)
+    artifacts.write_probe_result(folder, result)
     if result.error:
         raise no_retry(ProbeError(f"{ref.deployment}/{name}: {result.error}"))
     log.info("audit run %d: %s scored %d metrics on %s", ref.audit_run_id, name, len(result.scores), result.target)
@@ -155,10 +155,10 @@ def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     return steps.cleanup(deployment, dag_id, run_id)
 
 
-def keep_reference(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str, folder: Path) -> None:
+def keep_reference(config: EmbwardenConfig, deployment: str, dag_id: str, run_id: str, folder: Location) -> None:
     """A privacy audit that passed leaves its sample's vectors (no ids, no text) as its version's
     drift reference; the next passing audit replaces them, the artifact retention removes them."""
-    if not (folder / artifacts.SAMPLE_FILE).is_file():
+    if not artifacts.has_sample(folder):
         return
     with session_scope() as session:
         run = session.scalar(sa.select(AuditRun).join(AuditRun.deployment).where(
@@ -167,5 +167,5 @@ def keep_reference(config: EmbwardenConfig, deployment: str, dag_id: str, run_id
             return
         version = run.version.name
     drawn = artifacts.read_sample(folder)
-    path = artifacts.write_reference(config.resolve(config.artifacts.root), deployment, version, drawn.vectors)
+    path = artifacts.write_reference(config.artifacts_root, deployment, version, drawn.vectors)
     log.info("%s/%s: %d vectors kept as the drift reference (%s)", deployment, version, len(drawn), path.name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -56,7 +55,7 @@ def draw_sample(ref: RunRef, version: str, pipeline, source, size: int, since: f
     started = time.perf_counter()
     drawn = source.draw(version, size, run_seed(ref.dag_id, ref.run_id, ref.deployment), pipeline.dimension,
                         since=since)
-    artifacts.write_sample(Path(ref.artifact_dir), drawn)
+    artifacts.write_sample(ref.folder, drawn)
     with session_scope() as session:
         row(session, AuditRun, ref.audit_run_id).sample_size = len(drawn)
     log.info("audit run %d: sampled %d vectors of %s/%s in %.1f s", ref.audit_run_id, len(drawn),
@@ -72,7 +71,7 @@ def validate(deployment: str, dag_id: str, run_id: str) -> dict:
     ref = live_ref(deployment, dag_id, run_id, "validate")
     config = load_config()
     vcfg = config.deployment(deployment).validation
-    folder = Path(ref.artifact_dir)
+    folder = ref.folder
     with failing_run(ref.audit_run_id, "validate"):
         with session_scope() as session:
             run = row(session, AuditRun, ref.audit_run_id)
@@ -111,7 +110,7 @@ def record(deployment: str, dag_id: str, run_id: str, expected: list[str]) -> di
     the run the `expected` results (probes, coverage, drift) that failed or are missing. Runs
     whatever became of the tasks that wrote them."""
     ref = live_ref(deployment, dag_id, run_id, "record")
-    results = artifacts.read_probe_results(Path(ref.artifact_dir))
+    results = artifacts.read_probe_results(ref.folder)
     errors = [f"{name}: {results[name].error}" if name in results else f"{name}: no result (task failed, see its log)"
               for name in expected if name not in results or results[name].error]
     with failing_run(ref.audit_run_id, "record"), session_scope() as session:
@@ -157,7 +156,7 @@ def evaluate(deployment: str, dag_id: str, run_id: str, coverage_required: bool)
         run.status = "succeeded"  # `error` keeps the failed probes, if any
         run.finished_at = utcnow()
         # Known now, written after the actions, so alerts can link it.
-        run.report_path = str(Path(ref.artifact_dir) / "report.html")
+        run.report_path = str(ref.folder / "report.html")
         log.info("audit run %d: verdict %s", run.id, run.verdict)
     return ref.to_xcom()
 
@@ -166,7 +165,7 @@ def policy_for(config: EmbwardenConfig, ref: RunRef) -> actions.Policy:
     dep_cfg = config.deployment(ref.deployment)
     return actions.Policy(on_audit_error=dep_cfg.on_audit_error, reopen=dep_cfg.reopen,
                           channels=tuple(config.alert_channels(ref.deployment)),
-                          report_url=audit_report.report_url(config, Path(ref.artifact_dir)))
+                          report_url=audit_report.report_url(config, ref.folder))
 
 
 def act(deployment: str, dag_id: str, run_id: str) -> dict:
@@ -238,7 +237,7 @@ def write_report(deployment: str, dag_id: str, run_id: str) -> str:
     with session_scope() as session:
         run = row(session, AuditRun, ref.audit_run_id)
         content = audit_report.build(session, run)
-        html_path = audit_report.write(Path(ref.artifact_dir), content)
+        html_path = audit_report.write(ref.folder, content)
         run.report_path = str(html_path)
     return str(html_path)
 
@@ -248,8 +247,8 @@ def cleanup(deployment: str, dag_id: str, run_id: str) -> int:
     config = load_config()
     folder = run_folder(config, deployment, dag_id, run_id)
     deleted = artifacts.delete_sample(folder)
-    pruned = artifacts.prune(config.resolve(config.artifacts.root), config.artifacts.retention_days)
-    log.info("cleanup of %s: sample deleted=%s, %d old run folders pruned", folder.name, deleted, pruned)
+    pruned = artifacts.prune(config.artifacts_root, config.artifacts.retention_days)
+    log.info("cleanup of %s: sample deleted=%s, %d old run folders pruned", run_id, deleted, pruned)
     return pruned
 
 

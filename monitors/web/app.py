@@ -11,15 +11,17 @@ from typing import Annotated, Any, Literal
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from audits import storage
 from audits.errors import ConfigError, EmbwardenError
 from audits.params import Bool
 from monitors import gates, thresholds
 from monitors.config import load_config
 from monitors.config.base import Float
+from monitors.config.deployment import stored_location
 from monitors.ledger.database import session_scope
 from monitors.ledger.models import Deployment
 from monitors.reports import plain_words
@@ -279,19 +281,22 @@ def run_page(request: Request, run_id: int, user: PageUser):
     return _page(request, "run.html", user, run=run)
 
 
-def _report_file(path: str | None) -> Path | None:
-    """The report file if it lies under the configured artifacts root (symlinks resolved), else None."""
+def _report_file(path: str | None):
+    """The report file if it lies under the configured artifacts root (symlinks resolved; on an object
+    store, the same store and prefix), else None."""
     if not path:
         return None
     try:
         config = load_config()
-    except ConfigError:
+        root = config.artifacts_root
+        if storage.is_local(root):
+            root, target = root.resolve(), Path(path).expanduser().resolve()
+        else:
+            target = stored_location(path)
+        storage.relative(target, root)
+    except (ConfigError, ValueError):
         return None
-    root = config.resolve(config.artifacts.root).resolve()
-    target = Path(path).expanduser().resolve()
-    if not target.is_relative_to(root) or not target.is_file():
-        return None
-    return target
+    return target if storage.exists(target) else None
 
 
 @app.get("/runs/{run_id}/report", include_in_schema=False)
@@ -301,8 +306,8 @@ def run_report(run_id: int, user: PageUser):
     target = _report_file(run["report_path"]) if run else None
     if target is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"audit run {run_id} has no report under the artifacts root")
-    return FileResponse(target, media_type="text/html",
-                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    return Response(storage.read_bytes(target) or b"", media_type="text/html",
+                    headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                             "img-src data:; frame-ancestors 'self'"})
 
 

@@ -1,6 +1,6 @@
-"""A whole Airflow 3 on loopback, as production runs it: API server, scheduler (LocalExecutor),
-dag-processor and triggerer, each an `airflow` subprocess in its own process group with its log in
-a file, on a PostgreSQL metadata database.
+"""A whole Airflow 3 on loopback, as production runs it: API server, scheduler (LocalExecutor, or
+CeleryExecutor with workers started one by one), dag-processor and triggerer, each an `airflow`
+subprocess in its own process group with its log in a file, on a PostgreSQL metadata database.
 
     stack = AirflowStack(tmp_path / "airflow", metadata_url, extra_env={...})
     stack.migrate()
@@ -9,6 +9,10 @@ a file, on a PostgreSQL metadata database.
         stack.wait_for(lambda: ..., timeout=900, what="a scheduled run")
         stack.api("/api/v2/dags/privacy_audit/dagRuns")
     # leaving the block stops every process of every component, task processes included
+
+With `executor="CeleryExecutor"` (and the broker in extra_env), `stack.start_worker("w1", ["default"])`
+starts a Celery worker in a folder of its own (working folder, TMPDIR, HOME and task logs), reporting
+itself as host `w1` (core.hostname_callable), so that no two workers share a local disk.
 
 On any failure `stack.tails()` gives the end of each component's log and of every task log.
 """
@@ -43,7 +47,7 @@ class StackFailed(AssertionError):
 
 class AirflowStack:
     def __init__(self, home: Path, metadata_url: str, extra_env: dict[str, str] | None = None,
-                 dags_folder: Path = REPO / "dags", parallelism: int = 4) -> None:
+                 dags_folder: Path = REPO / "dags", parallelism: int = 4, executor: str = "LocalExecutor") -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.metadata_url = metadata_url
@@ -57,7 +61,7 @@ class AirflowStack:
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": executor,
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
             "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
@@ -77,6 +81,7 @@ class AirflowStack:
             **(extra_env or {}),
         }
         self.procs: dict[str, subprocess.Popen] = {}
+        self.workers: dict[str, Path] = {}   # name -> its own folder
         self._logs: dict[str, Any] = {}
         self._token: str | None = None
         self.started_at: float | None = None
@@ -94,9 +99,22 @@ class AirflowStack:
         self.cli("db", "migrate", timeout=600)
 
     def unpause(self, dag_id: str, timeout: float = 300) -> None:
-        """Unpause a DAG (DAGs are paused when first parsed), waiting for the dag-processor to know it."""
-        self.wait_for(lambda: self.cli("dags", "unpause", dag_id, check=False).returncode == 0, timeout,
-                      f"the dag-processor to register {dag_id}", interval=3)
+        """Unpause a DAG (DAGs are paused when first parsed), waiting for the dag-processor to know it
+        (`airflow dags unpause` of a DAG not yet parsed finds nothing to unpause and exits 0)."""
+        self.wait_for(lambda: self.paused(dag_id) is not None, timeout, f"the dag-processor to register {dag_id}")
+        self.cli("dags", "unpause", dag_id)
+        assert self.paused(dag_id) is False, f"{dag_id} is still paused"
+
+    def paused(self, dag_id: str) -> bool | None:
+        """Whether the DAG is paused; None while the dag-processor has not registered it."""
+        engine = sa.create_engine(self.metadata_url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT is_paused FROM dag WHERE dag_id = :d"), {"d": dag_id}).scalar()
+        except sa.exc.ProgrammingError:
+            return None
+        finally:
+            engine.dispose()
 
     # -- the components ----------------------------------------------------------------------------
     def log_path(self, component: str) -> Path:
@@ -122,6 +140,38 @@ class AirflowStack:
         except httpx.HTTPError:
             return False
 
+    def start_worker(self, name: str, queues: list[str], concurrency: int = 1) -> subprocess.Popen:
+        """A Celery worker serving `queues`, in a folder of its own: its working folder, TMPDIR and
+        HOME are empty at start and its task logs go under it, so nothing passes between tasks
+        through a local disk."""
+        folder = self.workers.setdefault(name, self.home.parent / f"worker-{name}")
+        for sub in ("cwd", "tmp", "home", "logs"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        env = {**self.env, "TMPDIR": str(folder / "tmp"), "HOME": str(folder / "home"),
+               "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder / "logs"),
+               "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.worker_host.name",
+               "EMBWARDEN_TEST_WORKER": name, "PYTHONPATH": str(REPO)}
+        log = self._logs[f"worker-{name}"] = self.log_path(f"worker-{name}").open("a")
+        proc = subprocess.Popen([AIRFLOW, "celery", "worker", "--queues", ",".join(queues), "--concurrency",
+                                 str(concurrency), "--celery-hostname", f"{name}@%h", "--skip-serve-logs",
+                                 "--without-gossip", "--without-mingle"],
+                                env=env, cwd=folder / "cwd", stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[f"worker-{name}"] = proc
+        return proc
+
+    def kill_worker(self, name: str) -> None:
+        """`kill -9` a worker and every process it started (the task it runs included), as a machine dies."""
+        proc = self.procs.pop(f"worker-{name}")
+        family = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
+        _signal_group(proc.pid, signal.SIGKILL)
+        for pid in family:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(10)
+
     def check_alive(self) -> None:
         for component, proc in self.procs.items():
             if proc.poll() is not None:
@@ -142,7 +192,8 @@ class AirflowStack:
     def stop(self, grace: float = 30) -> None:
         """SIGTERM each component's process group (the scheduler first, so it launches nothing more),
         then SIGKILL whatever of it is left, including descendants that left the group."""
-        order = [c for c in ("scheduler", "triggerer", "dag-processor", "api-server") if c in self.procs]
+        order = [c for c in ("scheduler", *(w for w in self.procs if w.startswith("worker-")), "triggerer",
+                             "dag-processor", "api-server") if c in self.procs]
         for component in order:
             proc = self.procs[component]
             try:
@@ -195,14 +246,15 @@ class AirflowStack:
     # -- what happened -----------------------------------------------------------------------------
     def tails(self, chars: int = 3000) -> str:
         parts = []
-        for component in COMPONENTS:
+        for component in [*COMPONENTS, *(f"worker-{w}" for w in self.workers)]:
             path = self.log_path(component)
             if path.exists():
                 parts.append(f"--- {component} ({path}) ---\n{path.read_text(errors='replace')[-chars:]}")
-        for path in sorted((self.home / "logs").rglob("*.log")) if (self.home / "logs").exists() else []:
-            text = path.read_text(errors="replace")
-            if "ERROR" in text or "Traceback" in text:
-                parts.append(f"--- task log {path.relative_to(self.home)} ---\n{text[-chars:]}")
+        for folder in [self.home / "logs", *(w / "logs" for w in self.workers.values())]:
+            for path in sorted(folder.rglob("*.log")) if folder.exists() else []:
+                text = path.read_text(errors="replace")
+                if "ERROR" in text or "Traceback" in text:
+                    parts.append(f"--- task log {path} ---\n{text[-chars:]}")
         return "\n".join(parts)
 
     def api(self, path: str, **params) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_a_dropped_transform_drifts_and_closes_the_gate(setup, mail_catcher):
         run = session.get(AuditRun, steady["audit_run_id"])
         assert run.verdict == "pass", scores_of(run.id)
         assert session.scalar(sa.select(Validation.success).where(Validation.audit_run_id == run.id))
-    assert not (artifacts.Path(steady["artifact_dir"]) / "drift.html").exists()   # drawn only when it drifts
+    assert not (Path(steady["artifact_dir"]) / "drift.html").exists()   # drawn only when it drifts
 
     # Production starts storing v1 vectors without their noise; the older rows leave the window.
     engine = sa.create_engine(ledger)
@@ -103,6 +104,6 @@ def test_a_dropped_transform_drifts_and_closes_the_gate(setup, mail_catcher):
         gate = status(session, DEP)
         assert gate.state == "closed" and gate.reason.startswith("drift.") and gate.actor == DRIFT
     assert mail_catcher.messages[-1]["Subject"] == "[embwarden] support-search v1: gate"
-    report = (artifacts.Path(drifted["artifact_dir"]) / "report.html").read_text()
+    report = (Path(drifted["artifact_dir"]) / "report.html").read_text()
     assert 'href="drift.html"' in report and "drift.norm_ks" in report
-    assert (artifacts.Path(drifted["artifact_dir"]) / "drift.html").stat().st_size > 1000
+    assert (Path(drifted["artifact_dir"]) / "drift.html").stat().st_size > 1000
