@@ -145,6 +145,11 @@ def perform(session: Session, run: AuditRun, kind: str, policy: Policy) -> dict:
     if kind == "reopen_gate":
         return reopen_gate(session, run)
     if kind == "reaudit":
+        if run.deployment.active_version_id == run.version_id:
+            # The rollback did not happen: re-auditing the version this run just judged would fail the
+            # same way and ask for another re-audit, run after run.
+            raise EmbwardenError(f"no re-audit asked: the rollback did not happen, {run.version.name} is still "
+                                 "active and this run judged it")
         return {"version": run.deployment.active_version.name, "requested": False}
     raise EmbwardenError(f"unknown action kind {kind!r}")
 

@@ -134,3 +134,29 @@ def test_each_version_states_its_guarantee_in_the_ledger(tmp_path, ledger):
     assert stated["v1"] == stated["v2"] == stated["v5"] == "none"
     assert stated["v3"].startswith("(epsilon=2000, delta=1e-06)-DP per query, Gaussian (analytic), L2 sensitivity 2")
     assert stated["v4"].startswith("(epsilon=500)-DP per query, von Mises-Fisher")
+
+
+def test_run_data_goes_to_a_folder_by_default_and_to_an_object_store_when_set(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from airflow.sdk import ObjectStoragePath
+
+    for name in ("EMBWARDEN_ARTIFACTS_ROOT", "EMBWARDEN_CACHE_DIR", "EMBWARDEN_STORE_CONNECTION"):
+        monkeypatch.delenv(name, raising=False)
+    config = load_config(write(tmp_path, lambda d: None))
+    assert config.artifacts_root == tmp_path / ".embwarden" / "artifacts" and isinstance(config.cache_root, Path)
+    # The same file on a multi-worker deployment: the environment moves both roots to the store.
+    monkeypatch.setenv("EMBWARDEN_ARTIFACTS_ROOT", "s3://runs/embwarden/artifacts")
+    monkeypatch.setenv("EMBWARDEN_CACHE_DIR", "s3://runs/embwarden/cache")
+    monkeypatch.setenv("EMBWARDEN_STORE_CONNECTION", "embwarden_store")
+    config = load_config(write(tmp_path, lambda d: None))
+    root = config.artifacts_root
+    assert isinstance(root, ObjectStoragePath) and str(root) == "s3://embwarden_store@runs/embwarden/artifacts"
+    assert str(config.cache_root) == "s3://embwarden_store@runs/embwarden/cache"
+    monkeypatch.setenv("EMBWARDEN_CACHE_DIR", "nosuch://runs/cache")
+    with pytest.raises(ConfigError, match=r"cache_dir: .*no object-store filesystem is registered for nosuch://"):
+        load_config(write(tmp_path, lambda d: None))
+    monkeypatch.setenv("EMBWARDEN_STORE_CONNECTION", "not a connection id")
+    monkeypatch.delenv("EMBWARDEN_CACHE_DIR")
+    with pytest.raises(ConfigError, match=r"artifacts.connection: String should match pattern"):
+        load_config(write(tmp_path, lambda d: None))

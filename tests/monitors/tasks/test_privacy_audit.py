@@ -162,6 +162,10 @@ def test_rollback_without_a_passing_version_keeps_the_gate_closed(setup):
         assert gate_state(session, dep).state == "closed" and dep.active_version.name == "v2"
         rollback = session.scalar(sa.select(Action).where(Action.kind == "rollback"))
         assert rollback.status == "failed" and "no other version" in rollback.error
+        # No re-audit of the version just judged: it would fail the same way, and ask again, forever.
+        reaudit = session.scalar(sa.select(Action).where(Action.kind == "reaudit"))
+        assert reaudit.status == "failed" and "the rollback did not happen" in reaudit.error
+    assert privacy_audit.reaudit_requests([DEP], DAG, "run-1") == []
 
 
 def test_a_nan_vector_makes_the_run_invalid_and_records_no_scores(setup, ledger):
