@@ -135,6 +135,8 @@ def sample_seconds(store, bucket: str) -> float:
 
 def celery_figures() -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
+    import redis
+
     from tests.object_store import ObjectStore
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -143,10 +145,13 @@ def celery_figures() -> dict[str, float]:
             os.environ["AIRFLOW_CONN_EMBWARDEN_STORE"] = store.connection()
             sample = sample_seconds(store, store.bucket())
             bucket = store.bucket()
+            broker = redis.Redis(host="127.0.0.1", port=6379, db=int(np.random.randint(1, 16)))
+            broker.flushdb()
             celery = timed_audit("CeleryExecutor", {
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{np.random.randint(1, 16)}",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{broker.connection_pool.connection_kwargs['db']}",
                 "AIRFLOW_CONN_EMBWARDEN_STORE": store.connection(), "connection": "embwarden_store"},
                 f"s3://{bucket}/artifacts", workers=2)
+            broker.flushdb()   # leave the machine's Redis as it was
         finally:
             store.stop()
     local = timed_audit("LocalExecutor", {}, None, workers=0)
