@@ -20,7 +20,6 @@ import os
 import pickle
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -98,7 +97,7 @@ class ModelCache:
     """
 
     def __init__(self, root: Location, key: bytes | str | None = None) -> None:
-        self.root = Path(root) if isinstance(root, str) else root
+        self.root = storage.as_location(root)
         key = os.environ.get(CACHE_KEY_ENV) if key is None else key
         self.key = key.encode() if isinstance(key, str) else key
 
@@ -158,7 +157,7 @@ class Auditor:
         self.corpus = aux
         self.seed = seed
         self.naive = naive
-        root = Path(cache_dir) if isinstance(cache_dir, str) else cache_dir
+        root = storage.as_location(cache_dir) if cache_dir else None
         self.embedding_cache = EmbeddingCache(root / "embeddings") if root else None
         self.model_cache = ModelCache(root / "models") if root else None
         self._oracle_rng = np.random.default_rng(seed + 1)

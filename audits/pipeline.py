@@ -11,7 +11,6 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +45,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, root: Location) -> None:
-        self.root = Path(root) if isinstance(root, str) else root
+        self.root = storage.as_location(root)
 
     def path(self, encoder: Encoder, texts: list[str]) -> Location:
         return self.root / encoder.fingerprint / f"{corpus_hash(texts)}-{len(texts)}.npy"

@@ -24,6 +24,11 @@ from typing import Any, TypeAlias
 Location: TypeAlias = Any
 
 
+def as_location(location: Location | str) -> Location:
+    """A location from what callers pass: a str is a local path (object stores come as paths already)."""
+    return Path(location) if isinstance(location, str) else location
+
+
 def is_local(location: Location) -> bool:
     return isinstance(location, PurePath)
 

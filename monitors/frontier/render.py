@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from audits import storage
 from audits.storage import Location
@@ -25,7 +24,7 @@ def write(frontier: Frontier, folder: Location) -> tuple[Location, Location]:
     from jinja2 import Environment, PackageLoader, select_autoescape
     from markupsafe import Markup
 
-    folder = Path(folder) if isinstance(folder, str) else folder
+    folder = storage.as_location(folder)
     data = frontier.to_dict()
     json_path = folder / "frontier.json"
     storage.write_bytes(json_path, json.dumps(data, indent=2).encode())
