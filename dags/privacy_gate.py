@@ -8,7 +8,8 @@ Change a deployment's gate or active version by hand, with a reason that is reco
 * `activate`: roll back or forward to the named `version`.
 
 Both version changes ask for a re-audit of the version now active (an event on the
-`embwarden_reaudit` Asset). Every change is an action in the ledger with who and why.
+`embwarden_reaudit` Asset). Every change is an action in the ledger with who and why, then pushed
+to the deployment's targets (an MLflow alias, a signed CD webhook), retried until they take it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,15 @@ def privacy_gate():
         outlet_events[REAUDIT].extra = change["reaudit"]
         return change["reaudit"]["deployment"]
 
-    reaudit(apply())
+    @task
+    def push_targets(change: dict) -> int:
+        from monitors.tasks.privacy_gate import push_targets
+
+        return push_targets(change)
+
+    change = apply()
+    push_targets(change)
+    reaudit(change)
 
 
 privacy_gate()

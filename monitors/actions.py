@@ -9,6 +9,8 @@ and the deployment's policy:
               the sample, so the audit could not judge the pipeline
     gate      close_gate, alert
     rollback  close_gate, rollback, reaudit, alert
+    + sync_targets after the ledger's changes, when the deployment has targets (monitors.targets)
+      and the run changed the gate or the version, or an earlier push did not go through
     invalid   alert (+ close_gate when on_audit_error: fail_closed)
     error     alert (+ close_gate when on_audit_error: fail_closed)
 
@@ -30,6 +32,7 @@ from audits.errors import EmbwardenError
 from monitors.gates import gate_state, last_passing_version, set_gate
 from monitors.incidents import open_incident
 from monitors.ledger.models import Action, AuditRun, utcnow
+from monitors.targets import SYNC, out_of_sync
 from monitors.verdicts import INCONCLUSIVE, UNJUDGED, level_of, worst_crossing
 
 log = logging.getLogger("embwarden.actions")
@@ -43,7 +46,8 @@ PLANS = {
     "invalid": ("alert",),
     "error": ("alert",),
 }
-ORDER = ("close_gate", "rollback", "reopen_gate", "reaudit", "alert")
+ORDER = ("close_gate", "rollback", "reopen_gate", "sync_targets", "reaudit", "alert")
+STATE_CHANGES = {"close_gate", "rollback", "reopen_gate"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Policy:
     on_audit_error: str = "fail_open"   # or fail_closed
     reopen: str = "auto"                # or manual
     channels: tuple = ()                # EmailChannelConfig / WebhookChannelConfig
+    targets: tuple = ()                 # MlflowTargetConfig / DeployWebhookTargetConfig (monitors.targets)
     report_url: str | None = None       # where the run's report is, for the alert
 
 
@@ -70,6 +75,8 @@ def planned(session: Session, run: AuditRun, policy: Policy) -> tuple[str, ...]:
         if (policy.reopen == "auto" and gate is not None and gate.state == "closed" and gate.audit_run_id is not None
                 and run.version_id == dep.active_version_id and _closed_by_same_check(session, gate, run)):
             kinds.add("reopen_gate")
+    if policy.targets and (kinds & STATE_CHANGES or not getattr(out_of_sync(session, run.deployment), "in_sync", True)):
+        kinds.add(SYNC)   # tell the targets, or retry what an earlier push left undone
     # What an earlier attempt started stays planned (its incident may have changed since).
     kinds |= set(session.scalars(sa.select(Action.kind).where(Action.audit_run_id == run.id)))
     return tuple(k for k in ORDER if k in kinds)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audits.errors import ConfigError, EmbwardenError
 from monitors.config import NAME, EmbwardenConfig, config_path, load_config, rewrite
-from monitors.ledger.models import Action, Version, utcnow
+from monitors.ledger.models import Action, utcnow
 from monitors.ledger.registry import get_deployment, get_version
 
 
@@ -55,15 +55,16 @@ def add_version(deployment: str, name: str, transform: dict, from_version: str |
                         source, updated)
 
 
-def activate(session: Session, deployment: str, version: str, actor: str, reason: str) -> Version:
-    """Make `version` active by hand (a deployment of it), recorded as an action."""
+def activate(session: Session, deployment: str, version: str, actor: str, reason: str) -> Action:
+    """Make `version` active by hand (a deployment of it), recorded as an action (returned)."""
     if not reason.strip():
         raise EmbwardenError("activate: a reason is required")
     dep = get_deployment(session, deployment)
     target = get_version(session, dep, version)
     previous = dep.active_version.name if dep.active_version else None
     dep.active_version_id = target.id
-    session.add(Action(deployment_id=dep.id, kind="activate", status="done", actor=actor, reason=reason,
-                       detail={"from": previous, "to": version}, done_at=utcnow()))
+    action = Action(deployment_id=dep.id, kind="activate", status="done", actor=actor, reason=reason,
+                    detail={"from": previous, "to": version}, done_at=utcnow())
+    session.add(action)
     session.flush()
-    return target
+    return action

@@ -106,3 +106,61 @@ def webhook_receiver():
     receiver = WebhookReceiver().start()
     yield receiver
     receiver.stop()
+
+
+class SignedWebhookReceiver:
+    """A CD system's endpoint as its owners would write it: it checks the HMAC-SHA256 signature over
+    `timestamp.body` with the shared secret (its own code, not embwarden's), refuses a timestamp older
+    than `tolerance` (401) and an event id it has already taken (409). Keeps accepted events in
+    `.events`, refusals in `.refused`, and the raw requests in `.raw` (for replaying them)."""
+
+    def __init__(self, secret: str, tolerance: float = 300) -> None:
+        import hashlib
+        import hmac
+        import time
+
+        self.secret, self.tolerance = secret, tolerance
+        self.events: list[dict] = []
+        self.refused: list[tuple[int, str]] = []
+        self.raw: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.raw.append((dict(self.headers), body))
+                fields = dict(p.split("=", 1) for p in (self.headers.get("Embwarden-Signature") or "").split(",")
+                              if "=" in p)
+                expected = hmac.new(receiver.secret.encode(), fields.get("t", "").encode() + b"." + body,
+                                    hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(expected, fields.get("v1", "")):
+                    return self.answer(401, "bad signature")
+                if abs(time.time() - int(fields["t"])) > receiver.tolerance:
+                    return self.answer(401, "stale timestamp")
+                event = json.loads(body)
+                if any(e["event_id"] == event["event_id"] for e in receiver.events):
+                    return self.answer(409, "event already taken")
+                receiver.events.append(event)
+                self.answer(200, "ok")
+
+            def answer(self, status: int, why: str) -> None:
+                if status != 200:
+                    receiver.refused.append((status, why))
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(why.encode())
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def connection(self) -> str:
+        return json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": self.port, "password": self.secret})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -20,10 +20,11 @@ from pydantic import TypeAdapter, ValidationError
 from audits import corpora
 from audits.audit import Auditor, embed_corpus, has, needs_of
 from audits.encoders import LocalEncoder, resolve_model_dir
-from audits.errors import ConfigError
+from audits.errors import ConfigError, EmbwardenError
 from audits.pipeline import Pipeline
 from audits.probes import PROBES, make_probe
 from audits.transforms import GaussianNoise, Identity, describe_guarantee, make_transform
+from monitors.candidates import EXIT_CODES
 from monitors.cli.args import json_object, names, number
 from monitors.config import MAX_SIGMA, TransformConfig, format_errors
 
@@ -32,12 +33,25 @@ DEFAULT_PROBES = ("bow_inversion", "candidate_inversion", "attribute_inference")
 
 
 def add_parser(sub) -> None:
-    au = sub.add_parser("audit", help="probe a model directory on your own texts (pre-deployment check)")
-    au.add_argument("--encoder", required=True, help="Hugging Face model directory, or bundled:all-MiniLM-L6-v2")
-    au.add_argument("--aux", required=True,
+    au = sub.add_parser("audit", help="judge a candidate version with a deployment's thresholds (CI check), or "
+                                      "probe a model directory on your own texts",
+                        description="Two forms. With --deployment: judge a candidate version (from embwarden.yaml, "
+                                    "or --version-spec FILE) with the deployment's probes and thresholds; the exit "
+                                    "code says the verdict: " + ", ".join(f"{v} {c}" for v, c in EXIT_CODES.items())
+                                    + ", 2 bad input. Without: probe --encoder on --targets, the attacker trained "
+                                      "on --aux.")
+    au.add_argument("--deployment", help="judge a candidate of this deployment (the CI pre-deploy check)")
+    au.add_argument("--version", help="with --deployment: the candidate's version name (in embwarden.yaml, or "
+                                      "the name to give --version-spec; default 'candidate')")
+    au.add_argument("--version-spec", type=Path,
+                    help="with --deployment: a YAML/JSON file with the candidate's `encoder` and `transform`, "
+                         "as a version in embwarden.yaml")
+    au.add_argument("--strict", action="store_true", help="with --deployment: a warn verdict exits 1")
+    au.add_argument("--encoder", help="Hugging Face model directory, or bundled:all-MiniLM-L6-v2")
+    au.add_argument("--aux",
                     help="the attacker's texts: a JSONL or Parquet file, synthetic[:SIZE] (templated PII messages), "
                          "general[:SIZE] (real English from Debian's packages), or several joined by +")
-    au.add_argument("--targets", required=True, type=Path, help="texts to attack: JSONL or Parquet")
+    au.add_argument("--targets", type=Path, help="texts to attack: JSONL or Parquet")
     au.add_argument("--noise-sigma", type=number("--noise-sigma"), default=0.0,
                     help="Gaussian noise the pipeline adds (default 0)")
     au.add_argument("--transform", type=json_object("--transform"), default=None,
@@ -51,11 +65,18 @@ def add_parser(sub) -> None:
     au.add_argument("--naive", action="store_true", help="train on clean vectors (a noise-unaware attacker)")
     au.add_argument("--cache", type=Path, default=Path(".embwarden/cache"),
                     help="embeddings and fitted attack models are cached here (default .embwarden/cache)")
-    au.add_argument("--json", required=True, type=Path, dest="json_out", help="where to write the scores")
+    au.add_argument("--json", type=Path, dest="json_out", help="where to write the scores (required without "
+                                                                 "--deployment)")
     au.set_defaults(handler=run, log_level="INFO")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.deployment:
+        return run_candidate(args)
+    missing = [flag for flag, value in (("--encoder", args.encoder), ("--aux", args.aux), ("--targets", args.targets),
+                                        ("--json", args.json_out)) if value is None]
+    if missing:
+        raise ConfigError(f"audit: {', '.join(missing)} required (or --deployment NAME to judge a candidate)")
     document = audit(AdhocAudit(
         encoder=args.encoder, aux=args.aux, targets=args.targets, noise_sigma=args.noise_sigma,
         transform=args.transform, probes=args.probes, seed=args.seed, params=args.params, cache_dir=args.cache,
@@ -75,6 +96,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"embwarden: {probe} failed: {error}", file=sys.stderr)
     print(f"written to {args.json_out}")
     return 1 if document["errors"] else 0
+
+
+def run_candidate(args: argparse.Namespace) -> int:
+    """`--deployment`: the candidate's verdict, as an exit code a CI job can gate on."""
+    from monitors.candidates import EXIT_CODES, judge, with_version
+    from monitors.config import load_config
+
+    given = [flag for flag, value in (("--encoder", args.encoder), ("--aux", args.aux), ("--targets", args.targets),
+                                      ("--noise-sigma", args.noise_sigma or None), ("--transform", args.transform))
+             if value is not None]
+    if given:
+        raise ConfigError(f"audit --deployment: {', '.join(given)} belong to the other form; the candidate's pipeline "
+                          "comes from --version or --version-spec")
+    config = load_config(args.config)
+    version = args.version or ("candidate" if args.version_spec else None)
+    if version is None:
+        raise ConfigError("audit --deployment: give --version NAME (in embwarden.yaml) or --version-spec FILE")
+    if args.version_spec:
+        config = with_version(config, args.deployment, version, args.version_spec)
+    try:
+        result = judge(config, args.deployment, version)
+    except ConfigError:
+        raise
+    except EmbwardenError as exc:   # a source, encoder or ledger that cannot be reached: no verdict
+        print(f"embwarden: {args.deployment} {version}: error: the audit could not run ({exc}) -> exit "
+              f"{EXIT_CODES['error']}", file=sys.stderr)
+        return EXIT_CODES["error"]
+    for score in result.scores:
+        print(f"{score.probe}.{score.metric} = {score.value:.3f} [{score.ci_low:.3f}, {score.ci_high:.3f}] n={score.n}")
+    for probe, error in result.errors.items():
+        print(f"embwarden: {probe} failed: {error}", file=sys.stderr)
+    code = 1 if result.verdict == "warn" and args.strict else EXIT_CODES[result.verdict]
+    if args.json_out:
+        write({**result.to_json(), "exit_code": code}, args.json_out)
+    print(f"{args.deployment} {version}: {result.verdict} ({result.reason}; thresholds from {result.thresholds_from}, "
+          f"{result.sample_size} {result.target} texts) -> exit {code}")
+    return code
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import getpass
 
 from monitors.cli.status import status_line
+from monitors.cli.targets import push_change
 from monitors.gates import change
 from monitors.ledger.database import session_scope
 
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     with session_scope() as session:
         row = change(session, args.deployment, action, args.reason, getpass.getuser(), args.version)
         print(f"{args.deployment}: {action} done {row.detail}; " + status_line(session, args.deployment))
+        action_id = row.id
     if row.detail.get("reaudit"):
         print("the active version changed: run privacy_audit for it (the privacy_gate DAG asks for that itself)")
-    return 0
+    return push_change(args.deployment, action_id, args.config)

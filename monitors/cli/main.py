@@ -11,10 +11,10 @@ import logging
 import sys
 
 from audits.errors import EmbwardenError
-from monitors.cli import alerts, audit, frontier, gate, init, ledger, serve, status, thresholds, versions
+from monitors.cli import alerts, audit, frontier, gate, init, ledger, serve, status, targets, thresholds, versions
 
 # In `embwarden --help` order.
-COMMANDS = (init, ledger, versions, status, thresholds, gate, alerts, serve, audit, frontier)
+COMMANDS = (init, ledger, versions, status, thresholds, gate, targets, alerts, serve, audit, frontier)
 
 
 def parser() -> argparse.ArgumentParser:

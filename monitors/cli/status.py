@@ -11,6 +11,7 @@ from monitors.gates import status_of
 from monitors.ledger.database import session_scope
 from monitors.ledger.models import AuditRun
 from monitors.ledger.registry import get_deployment
+from monitors.targets import out_of_sync
 from monitors.thresholds import Levels, is_coverage
 
 
@@ -45,7 +46,9 @@ def status_line(session, name: str) -> str:
     gate = status_of(session, dep)
     last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id).order_by(AuditRun.id.desc()))
     audited = f"last audit: {last.version.name} {last.verdict or last.status}" if last else "never audited"
-    return f"{dep.name}: active={gate.active_version} gate={gate.state} ({gate.reason}); {audited}"
+    sync = out_of_sync(session, dep)
+    unsynced = f"; {sync.summary()}" if sync is not None and not sync.in_sync else ""
+    return f"{dep.name}: active={gate.active_version} gate={gate.state} ({gate.reason}); {audited}{unsynced}"
 
 
 def status_report(session, name: str) -> list[str]:
@@ -54,6 +57,9 @@ def status_report(session, name: str) -> list[str]:
     dep = get_deployment(session, name)
     gate = status_of(session, dep)
     lines = [f"{dep.name}: gate {gate.state} ({gate.reason}); active version {gate.active_version or 'none'}"]
+    sync = out_of_sync(session, dep)
+    if sync is not None and not sync.in_sync:
+        lines.append(f"  {sync.summary()}; retry: embwarden targets sync {dep.name}")
     last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id).order_by(AuditRun.id.desc()))
     if last is None:
         return [*lines, "  never audited: trigger the privacy_audit DAG (or wait for its schedule)"]

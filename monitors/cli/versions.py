@@ -52,9 +52,10 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_activate(args: argparse.Namespace) -> int:
+    from monitors.cli.targets import push_change
     from monitors.versions import activate
 
     with session_scope() as session:
-        activate(session, args.deployment, args.version, actor=getpass.getuser(), reason=args.reason)
+        action_id = activate(session, args.deployment, args.version, actor=getpass.getuser(), reason=args.reason).id
     print(f"{args.deployment}: {args.version} is now active")
-    return 0
+    return push_change(args.deployment, action_id, args.config)

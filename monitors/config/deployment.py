@@ -126,6 +126,51 @@ class WebhookChannelConfig(Model):
 
 AlertChannelConfig = Annotated[EmailChannelConfig | WebhookChannelConfig, Field(discriminator="kind")]
 
+CONNECTION_ID = r"^[A-Za-z0-9_.-]{1,200}$"
+
+
+class MlflowTargetConfig(Model):
+    """An MLflow Model Registry model whose `alias` embwarden moves to the active version (rollback,
+    activate) and whose versions it tags with the gate (`embwarden.gate`, `embwarden.gate_reason`).
+
+    `versions` maps each embwarden version to its MLflow model version number; the connection holds
+    the tracking server's URL and credentials (login/password, or extra `token`)."""
+
+    kind: Literal["mlflow"]
+    model: str = Field(min_length=1, max_length=500)
+    alias: str = Field(default="champion", pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    connection: str = Field(default="embwarden_mlflow", pattern=CONNECTION_ID)
+    versions: dict[str, Annotated[str, Field(pattern=r"^[1-9][0-9]*$")]] = Field(min_length=1)
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """`v1: 3` and `v1: "3"` both name MLflow version 3."""
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
+        return value
+
+    @property
+    def name(self) -> str:
+        return f"mlflow:{self.model}@{self.alias}"
+
+
+class DeployWebhookTargetConfig(Model):
+    """A CD system's endpoint that gets each gate, rollback and activate event as JSON, signed with
+    HMAC-SHA256 (header `Embwarden-Signature: t=<unix time>,v1=<hex>`, the secret is the connection's
+    password). See monitors.targets.webhook."""
+
+    kind: Literal["webhook"]
+    connection: str = Field(default="embwarden_deploy_hook", pattern=CONNECTION_ID)
+    endpoint: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"webhook:{self.connection}"
+
+
+TargetConfig = Annotated[MlflowTargetConfig | DeployWebhookTargetConfig, Field(discriminator="kind")]
+
 
 class DeploymentConfig(Model):
     source: SourceConfig
@@ -146,6 +191,8 @@ class DeploymentConfig(Model):
     reopen: Literal["auto", "manual"] = "auto"
     # Alert channels of this deployment; when absent, the top-level `alerts` apply.
     alerts: list[AlertChannelConfig] | None = None
+    # Where the active version and the gate also live: a model registry alias, a CD system's webhook.
+    targets: list[TargetConfig] = Field(default_factory=list)
 
     def checks(self) -> list[str]:
         """What produces scores for this deployment: its probes, `coverage` (every audit measures it),
@@ -181,6 +228,16 @@ class DeploymentConfig(Model):
                 make_probe(probe, params)
             except ProbeConfigError as exc:
                 raise ValueError(str(exc)) from None
+        for i, target in enumerate(self.targets):
+            if isinstance(target, MlflowTargetConfig):
+                missing = sorted(set(self.versions) - set(target.versions))
+                unknown = sorted(set(target.versions) - set(self.versions))
+                if missing or unknown:
+                    raise ValueError(f"targets[{i}].versions: expected an MLflow version number for each version "
+                                     f"{sorted(self.versions)}; missing {missing}, unknown {unknown}")
+        names = [t.name for t in self.targets]
+        if len(names) != len(set(names)):
+            raise ValueError(f"targets: each target once; found {names}")
         from monitors.thresholds import metric_problems
 
         for key, tcfg in self.thresholds.items():

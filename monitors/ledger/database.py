@@ -42,8 +42,12 @@ def connection_url(conn_id: str) -> str | None:
     (CLI, tests) it reads the connection from the `AIRFLOW_CONN_<ID>` environment variable.
     """
     conn = airflow_connection(conn_id)
-    if conn is None:
-        return None
+    return None if conn is None else url_of(conn)
+
+
+def url_of(conn) -> str:
+    """The SQLAlchemy URL of an Airflow connection (postgres, sqlite, or extra `sqlalchemy_url`)."""
+    conn_id = conn.conn_id
     extra = conn.extra_dejson or {}
     if extra.get("sqlalchemy_url"):
         return str(extra["sqlalchemy_url"])

@@ -74,6 +74,7 @@ def build(session: Session, run: AuditRun) -> dict:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "actions": [{"kind": a.kind, "status": a.status, "detail": a.detail, "error": a.error} for a in run_actions],
         "gate": {"state": gate.state, "reason": gate.reason},
+        "targets": _targets(session, dep),
         "gate_events": [{"state": g.state, "reason": g.reason} for g in gate_events],
         "alerts": [{"kind": a.kind, "channel": a.channel, "status": a.status, "attempts": a.attempts,
                     "error": a.error} for a in alerts],
@@ -259,3 +260,11 @@ def rerender_report(audit_run_id: int, force: bool = False, config_path: str | N
             path = write(folder, build(session, run))
             run.report_path = str(path)
         return str(path)
+
+
+def _targets(session, dep) -> dict | None:
+    """Whether the deployment's targets (MLflow alias, CD webhook) agree with the ledger, as of now."""
+    from monitors.targets import out_of_sync
+
+    sync = out_of_sync(session, dep)
+    return None if sync is None else {"in_sync": sync.in_sync, "summary": sync.summary(), "failed": sync.failed}

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from audits.errors import EmbwardenError, InvalidSample, ProbeError
 from audits.results import Sample
-from monitors import actions, artifacts, verdicts
+from monitors import actions, artifacts, score_metrics, targets, verdicts
 from monitors.alerts import AlertsUndelivered, deliver_alerts, prepare_alerts
 from monitors.config import EmbwardenConfig, load_config
 from monitors.deployments import build_transform, run_seed
@@ -130,6 +130,8 @@ def record(deployment: str, dag_id: str, run_id: str, expected: list[str]) -> di
         run.error = "; ".join(errors) or None
         if not recorded:
             raise ProbeError(f"audit run {run.id}: no probe produced scores ({run.error})")
+    # Also to Airflow's metrics (StatsD / OpenTelemetry, as its config says), for users' own dashboards.
+    score_metrics.emit_scores(deployment, [s for result in results.values() for s in result.scores])
     return ref.to_xcom()
 
 
@@ -164,7 +166,7 @@ def evaluate(deployment: str, dag_id: str, run_id: str, coverage_required: bool)
 def policy_for(config: EmbwardenConfig, ref: RunRef) -> actions.Policy:
     dep_cfg = config.deployment(ref.deployment)
     return actions.Policy(on_audit_error=dep_cfg.on_audit_error, reopen=dep_cfg.reopen,
-                          channels=tuple(config.alert_channels(ref.deployment)),
+                          channels=tuple(config.alert_channels(ref.deployment)), targets=tuple(dep_cfg.targets),
                           report_url=audit_report.report_url(config, ref.folder))
 
 
@@ -188,12 +190,16 @@ def act(deployment: str, dag_id: str, run_id: str) -> dict:
         level = level_of(run)
         plan = actions.planned(session, run, policy)
     refused: list[EmbwardenError] = []
+    unsynced: list[str] = []
     for kind in plan:
         with session_scope() as session:  # commit `pending` before the side effect
             pending = actions.begin(session, row(session, AuditRun, ref.audit_run_id), kind, f"level {level}")
             pending_id = pending.id if pending else None
         if pending_id is None:
             log.info("audit run %d: %s already done", ref.audit_run_id, kind)
+            continue
+        if kind == targets.SYNC:   # outside any transaction: it talks to the targets
+            unsynced += targets.sync_run(config, ref.audit_run_id, pending_id)
             continue
         try:
             with session_scope() as session:
@@ -226,6 +232,9 @@ def act(deployment: str, dag_id: str, run_id: str) -> dict:
     if undelivered:
         raise AlertsUndelivered(f"{deployment}: alerts not delivered (recorded, retried): "
                                         + "; ".join(undelivered))
+    if unsynced:   # the ledger acted; the targets are retried with the task, shown out of sync until then
+        raise targets.TargetUnavailable(f"{deployment}: target out of sync (recorded, retried): "
+                                        + "; ".join(unsynced))
     return {"deployment": deployment, "level": level, "actions": list(plan)}
 
 

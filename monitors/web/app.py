@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from audits import storage
 from audits.errors import ConfigError, EmbwardenError
 from audits.params import Bool
-from monitors import gates, thresholds
+from monitors import gates, targets, thresholds
 from monitors.config import load_config
 from monitors.config.base import Float
 from monitors.config.deployment import stored_location
@@ -217,10 +217,13 @@ def api_change_gate(deployment: str, body: GateBody, user: Writer) -> dict:
             action = gates.change(session, deployment, body.action, body.reason, user_name(user), body.version)
             result = {"action": action.kind, "status": action.status, "actor": action.actor,
                       "detail": action.detail, "gate": _gate_json(gates.status(session, deployment))}
+            action_id = action.id
     except ConfigError as exc:          # unknown version
         raise _refused(f"version: {exc}") from None
     except EmbwardenError as exc:
         raise _refused(str(exc)) from None
+    # The ledger changed whatever the targets answer; a target that did not take it shows as out of sync.
+    result["targets_out_of_sync"] = targets.sync_change(load_config(), action_id)
     return result
 
 
@@ -250,7 +253,8 @@ def deployment_page(request: Request, deployment: str, user: PageUser):
         target = gates.last_passing_version(session, dep, dep.active_version_id)
         data = {"gate": gate, "versions": queries.versions(session, deployment),
                 "rollback_to": target.name if target else None,
-                "runs": queries.runs(session, deployment, 30), "history": queries.gate_history(session, deployment)}
+                "runs": queries.runs(session, deployment, 30), "history": queries.gate_history(session, deployment),
+                "sync": targets.out_of_sync(session, dep)}
     series: dict[str, list] = {}
     for s in score_rows:
         if "[" in s["metric"]:

@@ -164,6 +164,24 @@ def test_viewer_reads_but_cannot_write(server):
     page = viewer.get("/embwarden/")
     assert page.status_code == 200 and DEP in page.text and "read-only" in page.text
     assert "Close gate" not in viewer.get(f"/embwarden/deployments/{DEP}").text
+    # A push to the deployment's targets (an MLflow alias, a CD webhook) that failed shows on its page.
+    from monitors.ledger.database import session_scope
+    from monitors.ledger.models import Action
+    from monitors.ledger.registry import get_deployment
+
+    with session_scope(server["ledger"]) as session:
+        session.add(Action(deployment_id=get_deployment(session, DEP).id, kind="sync_targets", status="failed",
+                           actor="privacy_audit", reason="push rollback", error="webhook:hooks: ConnectError",
+                           detail={"change": {"event": "rollback"}, "targets": {
+                               "mlflow:m@champion": "done", "webhook:hooks": "ConnectError: refused"}}))
+    page = viewer.get(f"/embwarden/deployments/{DEP}").text
+    assert 'id="targets-out-of-sync"' in page and "webhook:hooks: ConnectError: refused" in page
+    assert "embwarden targets sync support-search" in page
+    with session_scope(server["ledger"]) as session:   # its retry went through
+        session.add(Action(deployment_id=get_deployment(session, DEP).id, kind="sync_targets", status="done",
+                           actor="embwarden", reason="retry", detail={"targets": {"webhook:hooks": "done"}}))
+    page = viewer.get(f"/embwarden/deployments/{DEP}").text
+    assert 'id="targets-in-sync"' in page and "targets-out-of-sync" not in page
     # The run page opens in plain words; each metric links to what it means.
     run_page = viewer.get(f"/embwarden/runs/{server['runs'][-1]}").text
     assert 'id="plain"' in run_page and "An attacker who holds these vectors" in run_page

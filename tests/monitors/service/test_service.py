@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,6 +23,7 @@ from monitors.config import load_config
 from monitors.ledger.database import session_scope
 from monitors.ledger.models import Deployment, GateEvent, Version
 from monitors.ledger.registry import get_deployment, sync
+from monitors.service import gate_client
 from monitors.service.app import create_app
 from monitors.service.gate_client import GateClient
 from tests.helpers import running, write_config
@@ -143,6 +148,133 @@ def test_gate_client_fails_closed_when_the_service_is_unreachable() -> None:
         gate = GateClient(f"http://127.0.0.1:{port}/v1/gates/{DEP}", timeout=0.5)
         assert not gate.is_open()
         assert gate.state()["state"] == "closed" and "unreachable" in gate.reason
+
+
+def test_gate_client_needs_only_the_standard_library(tmp_path: Path) -> None:
+    """Loaded by path in a Python without site-packages (-S) or the repository on its path (-I), as a
+    service that copied the file would: no third-party or embwarden import, and it still fails closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        code = (
+            "import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('gate_client', {gate_client.__file__!r})\n"
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+            f"with module.GateClient('http://127.0.0.1:{port}/v1/gates/{DEP}', timeout=0.5) as gate:\n"
+            "    print(gate.is_open()); print(gate.reason)\n"
+            "print(sorted(m for m in ('httpx', 'monitors', 'audits', 'fastapi') if m in sys.modules))\n")
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    is_open, reason, imported = done.stdout.splitlines()
+    assert is_open == "False" and "unreachable" in reason and "ConnectionRefusedError" in reason, done.stdout
+    assert imported == "[]"
+
+
+TOKEN = "gate-reader-" + "5f0c9e7a1d2b4c6e"
+GATE = {"deployment": DEP, "state": "open", "reason": "v1 passed its audit", "active_version": "v1",
+        "since": "2025-01-01T00:00:00+00:00", "actor": "admin"}
+
+
+@pytest.fixture
+def gate_server() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    """A stand-in for the Airflow plugin's `GET api/gates/{deployment}`: the gate for the Bearer token
+    only, 401 otherwise (echoing the credential, as a careless server might); a few broken answers on
+    other paths. Yields its base URL and the requests it received (path, Authorization header)."""
+    hits: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization")
+            hits.append((self.path, auth))
+            if self.path == "/slow":
+                time.sleep(1.0)
+            if self.path == "/redirect":
+                return self._send(302, b"", "text/plain", Location="/gate")
+            if self.path == "/not-json":
+                return self._send(200, b"<html>login</html>", "text/html")
+            if self.path == "/bad-state":
+                return self._send(200, json.dumps({**GATE, "state": "maybe"}).encode())
+            if auth != f"Bearer {TOKEN}":
+                return self._send(401, json.dumps({"detail": f"Not authenticated (got {auth})"}).encode())
+            return self._send(200, json.dumps(GATE).encode())
+
+        def _send(self, code: int, body: bytes, kind: str = "application/json", **headers: str) -> None:
+            self.send_response(code)
+            for name, value in {"Content-Type": kind, "Content-Length": str(len(body)), **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_gate_client_sends_the_read_only_token(gate_server, monkeypatch) -> None:
+    base, hits = gate_server
+    monkeypatch.delenv(gate_client.TOKEN_ENV, raising=False)
+    with GateClient(f"{base}/gate", token=TOKEN) as gate:
+        assert gate.is_open() and gate.reason == "v1 passed its audit" and gate.active_version == "v1"
+        assert gate.state() == GATE
+    assert hits == [("/gate", f"Bearer {TOKEN}")]
+    assert TOKEN not in repr(gate)
+
+    for token in ("not-" + TOKEN, None):
+        gate = GateClient(f"{base}/gate", token=token)
+        assert not gate.is_open() and gate.active_version is None
+        assert gate.reason.startswith("gate service answered 401: Not authenticated"), gate.reason
+        assert token is None or token not in gate.reason      # echoed by the server, scrubbed by the client
+    assert hits[-1] == ("/gate", None)
+
+    # Without `token`, EMBWARDEN_GATE_TOKEN is read.
+    monkeypatch.setenv(gate_client.TOKEN_ENV, TOKEN)
+    assert GateClient(f"{base}/gate").is_open() and hits[-1] == ("/gate", f"Bearer {TOKEN}")
+
+
+def test_gate_client_fails_closed_on_answers_that_are_not_a_gate(gate_server) -> None:
+    base, hits = gate_server
+    for path, expected in [("/not-json", "answered 200 with a body that is not JSON"),
+                           ("/bad-state", "answered 200 with no gate state"),
+                           ("/redirect", "answered 302: a redirect to /gate, not followed"),
+                           ("/slow", "unreachable: no answer within 0.3 s")]:
+        gate = GateClient(base + path, token=TOKEN, timeout=0.3)
+        assert not gate.is_open() and gate.state()["state"] == "closed", path
+        assert expected in gate.reason and TOKEN not in gate.reason, (path, gate.reason)
+    assert "/gate" not in [path for path, _ in hits]                  # the redirect was not followed
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/gate", "http:///no-host", "127.0.0.1:8000/v1/gates/x"):
+        with pytest.raises(ValueError, match="only http:// and https://") as raised:
+            GateClient(url)
+        assert url in str(raised.value)
+
+
+def test_gate_client_caches_answers_and_failures(gate_server) -> None:
+    base, hits = gate_server
+    gate = GateClient(f"{base}/gate", token=TOKEN, cache_seconds=0.5)
+    assert gate.is_open() and gate.is_open() and gate.reason and gate.active_version == "v1"
+    assert len(hits) == 1
+    time.sleep(0.5)
+    assert gate.is_open() and len(hits) == 2
+
+    # A failure is cached too, and callers in many threads at once cause one request.
+    hits.clear()
+    broken = GateClient(f"{base}/bad-state", cache_seconds=60)
+    answers: list[bool] = []
+    threads = [threading.Thread(target=lambda: answers.append(broken.is_open())) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == [False] * 16 and len(hits) == 1
 
 
 def test_no_answer_leaves_after_the_gate_closes_under_load(config_file: Path, ledger: str) -> None:
