@@ -75,8 +75,10 @@ def planned(session: Session, run: AuditRun, policy: Policy) -> tuple[str, ...]:
         if (policy.reopen == "auto" and gate is not None and gate.state == "closed" and gate.audit_run_id is not None
                 and run.version_id == dep.active_version_id and _closed_by_same_check(session, gate, run)):
             kinds.add("reopen_gate")
-    if policy.targets and (kinds & STATE_CHANGES or not getattr(out_of_sync(session, run.deployment), "in_sync", True)):
-        kinds.add(SYNC)   # tell the targets, or retry what an earlier push left undone
+    if policy.targets:
+        earlier = out_of_sync(session, run.deployment)
+        if kinds & STATE_CHANGES or (earlier is not None and not earlier.in_sync):
+            kinds.add(SYNC)   # tell the targets, or retry what an earlier push left undone
     # What an earlier attempt started stays planned (its incident may have changed since).
     kinds |= set(session.scalars(sa.select(Action.kind).where(Action.audit_run_id == run.id)))
     return tuple(k for k in ORDER if k in kinds)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +146,7 @@ def judge(config: EmbwardenConfig, deployment: str, version: str,
 def _partial(deployment: str, version: str, source_of_levels: str, levels: dict[str, Levels]):
     def make(sample: Sample, target: str, name: str, scores, errors, reason) -> CandidateVerdict:
         return CandidateVerdict(deployment, version, name, tuple(scores), source_of_levels, target, len(sample),
-                                dict(errors), reason, {k: v.__dict__ for k, v in levels.items()})
+                                dict(errors), reason, {k: asdict(v) for k, v in levels.items()})
     return make
 
 

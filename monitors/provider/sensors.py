@@ -36,6 +36,8 @@ class PrivacyGateSensor(BaseSensorOperator):
 
     def _read(self) -> dict:
         gate = EmbwardenHook(self.embwarden_conn_id).gate(self.deployment)
+        if isinstance(self.fail_when_closed, str):   # rendered from a template without native objects
+            self.fail_when_closed = self.fail_when_closed.strip().lower() in ("true", "1", "yes")
         if not gate.is_open and self.fail_when_closed:
             raise AirflowFailException(f"the privacy gate of {self.deployment} is closed: {gate.reason}")
         return gate.to_json()
