@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from audits.errors import EmbwardenError
@@ -27,6 +28,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").startswith("airflow-db-not-allowed"):
+        # Run by a task (a BashOperator's `embwarden activate`): Airflow 3 hides its metadata database
+        # from task processes, and importing airflow would then fail at its settings. embwarden needs
+        # only Airflow's connections (here from AIRFLOW_CONN_*), never that database.
+        os.environ.setdefault("_AIRFLOW__AS_LIBRARY", "1")
     args = parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "WARNING"), format="%(levelname)s %(message)s")
     try:

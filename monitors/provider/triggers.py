@@ -25,24 +25,29 @@ class GateOpenTrigger(BaseTrigger):
                  "poll_interval": self.poll_interval, "fail_when_closed": self.fail_when_closed})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            # The ledger's driver blocks, and importing it takes a while: both off the triggerer's event loop.
+            gate = await asyncio.to_thread(self._read)
+            if gate is not None:
+                if gate["state"] == "open":
+                    yield TriggerEvent({"status": "open", "gate": gate})
+                    return
+                if self.fail_when_closed:
+                    yield TriggerEvent({"status": "closed", "gate": gate})
+                    return
+                self.log.info("%s: gate closed (%s); asking again in %.0f s", self.deployment, gate["reason"],
+                              self.poll_interval)
+            await asyncio.sleep(self.poll_interval)
+
+    def _read(self) -> dict | None:
+        """The gate's JSON, or None when the ledger cannot be read (asked again at the next poll; the
+        sensor's timeout bounds the wait)."""
         from audits.errors import EmbwardenError
         from monitors.provider.hooks import EmbwardenHook
 
-        hook = EmbwardenHook(self.embwarden_conn_id)
-        while True:
-            try:
-                # The ledger's driver blocks: read it off the triggerer's event loop.
-                gate = await asyncio.to_thread(hook.gate, self.deployment)
-            except EmbwardenError as exc:   # an unreachable ledger: keep waiting, the sensor's timeout bounds it
-                self.log.warning("%s: the gate could not be read (%s); asking again in %.0f s", self.deployment,
-                                 exc, self.poll_interval)
-            else:
-                if gate.is_open:
-                    yield TriggerEvent({"status": "open", "gate": gate.to_json()})
-                    return
-                if self.fail_when_closed:
-                    yield TriggerEvent({"status": "closed", "gate": gate.to_json()})
-                    return
-                self.log.info("%s: gate closed (%s); asking again in %.0f s", self.deployment, gate.reason,
-                              self.poll_interval)
-            await asyncio.sleep(self.poll_interval)
+        try:
+            return EmbwardenHook(self.embwarden_conn_id).gate(self.deployment).to_json()
+        except EmbwardenError as exc:
+            self.log.warning("%s: the gate could not be read (%s); asking again in %.0f s", self.deployment, exc,
+                             self.poll_interval)
+            return None

@@ -18,6 +18,11 @@ receiving the alerts. The story:
 6. `airflow dags test embedding_drift`: v1's passing audits left a reference sample; the window
    drawn from the same pipeline does not drift.
 
+Between 4 and 5, a deploy pipeline of the user's own (docs/examples/deploy_embedder.py) runs on the
+stack: its candidate audit passes, its gate sensor finds the gate closed and is *deferred* (the
+triggerer polls the ledger; no worker slot is held) until the gate reopens, then it deploys and
+runs `embwarden activate`.
+
 Each probe is a mapped task of its own (bag-of-words on the sample, candidates on the canaries,
 the coverage check), the ledger is reached through the Airflow connection `embwarden_db`, and
 nothing sampled reaches XCom, the task logs or the report.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +49,7 @@ from tests.integration.airflow_stack import AirflowStack
 
 pytestmark = pytest.mark.integration
 DAG = "privacy_audit"
+EXAMPLE = "deploy_embedder"   # docs/examples/deploy_embedder.py
 DEP = "support-search"
 RUN_TIMEOUT = 1200   # seconds for one run; about 1-3 min on 2 idle cores
 
@@ -72,12 +79,17 @@ def stack(pg_url, pg_admin_url, tmp_path, encoder, mail_catcher, model_cache):
     with config.open("a") as f:
         f.write("alerts:\n  - {kind: email, to: [privacy@example.com], from_email: embwarden@example.com}\n")
     schedule, tick = last_tick(datetime.now(UTC))
+    dags = tmp_path / "dags"   # embwarden's DAGs and a user's own deploy pipeline beside them
+    dags.mkdir()
+    for path in [*(REPO / "dags").glob("*.py"), REPO / "docs" / "examples" / f"{EXAMPLE}.py"]:
+        (dags / path.name).write_text(path.read_text())
     with airflow_metadata_db(pg_admin_url, pg_url) as metadata_url:
-        airflow = AirflowStack(tmp_path / "airflow", metadata_url, extra_env={
+        airflow = AirflowStack(tmp_path / "airflow", metadata_url, dags_folder=dags, extra_env={
             "AIRFLOW_CONN_EMBWARDEN_DB": ledger_connection(pg_url),
             "AIRFLOW_CONN_EMBWARDEN_SMTP": mail_catcher.connection(),
             "EMBWARDEN_CONFIG": str(config),
             "EMBWARDEN_AUDIT_SCHEDULE": schedule,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",   # `embwarden activate` in a task
         })
         airflow.env.pop("EMBWARDEN_DB_URL", None)
         airflow.tick = tick
@@ -106,6 +118,39 @@ def mail_text(message) -> str:
     return b"".join(p.get_payload(decode=True) or b"" for p in parts).decode(errors="replace")
 
 
+def gate_change(pg_url: str, action: str, reason: str) -> None:
+    from monitors.gates import change
+    from monitors.ledger.database import session_scope
+
+    with session_scope(pg_url) as session:
+        change(session, DEP, action, reason, "test")
+
+
+def deploy_while_the_gate_is_closed(airflow: AirflowStack, pg_url: str) -> dict:
+    """The user's deploy DAG on the running stack: deferred on a closed gate, deploys once it opens."""
+    gate_change(pg_url, "close_gate", "closed by hand while v1 is reviewed")
+    airflow.unpause(EXAMPLE)
+    airflow.cli("dags", "trigger", EXAMPLE, "-c", json.dumps({"version": "v1"}))
+    meta = sa.create_engine(airflow.metadata_url)
+
+    def sensor() -> tuple | None:
+        with meta.connect() as conn:
+            return conn.execute(sa.text("SELECT state, trigger_id FROM task_instance WHERE dag_id = :d AND "
+                                        "task_id = 'wait_for_gate'"), {"d": EXAMPLE}).first()
+
+    deferred = airflow.wait_for(lambda: (row := sensor()) and row[0] == "deferred" and row, RUN_TIMEOUT,
+                                "the gate sensor to defer")
+    assert deferred[1] is not None   # handed to the triggerer, which polls the ledger
+    time.sleep(5)
+    assert sensor()[0] == "deferred"
+    gate_change(pg_url, "reopen_gate", "v1 reviewed: reopened")
+    run = airflow.wait_for(lambda: next((r for r in airflow.dag_runs(EXAMPLE) if r["state"] in ("success", "failed")),
+                                        None), RUN_TIMEOUT, "the deploy run")
+    assert run["state"] == "success", airflow.tails()
+    meta.dispose()
+    return run
+
+
 def test_scheduler_runs_the_audit_gates_mails_and_reaudits(stack, pg_url, mail_catcher):
     airflow, rows = stack
     # 1. `airflow dags test`: v1 passes.
@@ -130,6 +175,7 @@ def test_scheduler_runs_the_audit_gates_mails_and_reaudits(stack, pg_url, mail_c
         scheduled = airflow.wait_for(lambda: finished(airflow, "scheduled"), RUN_TIMEOUT, "the scheduled run")
         reaudit = airflow.wait_for(lambda: finished(airflow, "asset_triggered"), RUN_TIMEOUT,
                                    "the asset-triggered re-audit")
+        deployed = deploy_while_the_gate_is_closed(airflow, pg_url)
         # The REST API of the running API server tells the same story.
         listed = airflow.api(f"/api/v2/dags/{DAG}/dagRuns", order_by="id")["dag_runs"]
         events = airflow.api("/api/v2/assets/events", order_by="timestamp")["asset_events"]
@@ -169,6 +215,12 @@ def test_scheduler_runs_the_audit_gates_mails_and_reaudits(stack, pg_url, mail_c
             ("bow_inversion", "sample", 3), ("candidate_inversion", "canaries", 3), ("coverage", "sample", 2)]
         report_path = conn.execute(sa.text("SELECT report_path FROM audit_runs WHERE id = :r"),
                                    {"r": runs[1][0]}).scalar()
+        # The user's deploy pipeline: its candidate audit is on record, and `embwarden activate` ran last.
+        assert conn.execute(sa.text("SELECT r.verdict FROM audit_runs r WHERE r.dag_id = :d"),
+                            {"d": EXAMPLE}).scalars().all() == ["pass"]
+        activated = conn.execute(sa.text("SELECT reason, detail FROM actions WHERE kind = 'activate' "
+                                         "ORDER BY id DESC LIMIT 1")).first()
+        assert activated[0] == f"deployed by {EXAMPLE} run {deployed['run_id']}", activated
     ledger.dispose()
 
     # The auditor must not become the leak: nothing sampled in XCom, logs or the report.
