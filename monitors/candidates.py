@@ -5,8 +5,9 @@ reproducible sample of the active version's rows, embedded through the candidate
 source needs a text column); without texts, the deployment's canaries. The sample is validated
 like a production sample, each probe is fitted (or loaded from the model cache) by the same
 `Auditor` as the daily audit, and the scores are set against the deployment's thresholds: those in
-the ledger (the UI's changes win) when it is reachable, else embwarden.yaml's, and the verdict says
-which. Nothing sampled leaves this module: the sample lives in an owner-only temporary folder.
+the ledger (the UI's changes win) when one is configured (unreachable: no verdict), else
+embwarden.yaml's, and the verdict says which. Nothing sampled leaves this module: the sample lives
+in an owner-only temporary folder.
 
 Used by `PrivacyAuditOperator` (monitors.provider) and `embwarden audit --deployment` (CI).
 """
@@ -38,7 +39,6 @@ log = logging.getLogger("embwarden.candidates")
 
 # `embwarden audit --deployment`'s exit code per verdict (2 is a bad command line or configuration).
 EXIT_CODES = {"pass": 0, "warn": 0, "gate": 3, "rollback": 4, "inconclusive": 5, "invalid": 6, "error": 7}
-BLOCKING = ("gate", "rollback", "inconclusive", "invalid", "error")
 
 
 @dataclass(frozen=True)
@@ -86,16 +86,18 @@ def thresholds_for(config: EmbwardenConfig, deployment: str) -> tuple[dict[str, 
     """The ledger's effective thresholds when the ledger is configured and reachable, else the file's."""
     import os
 
-    from monitors.ledger.database import CONNECTION_ID, LedgerUnavailable, airflow_connection, session_scope
+    from monitors.ledger.database import CONNECTION_ID, airflow_connection, session_scope
     from monitors.ledger.registry import get_deployment
     from monitors.thresholds import effective_thresholds
 
     if airflow_connection(CONNECTION_ID) is not None or os.environ.get("EMBWARDEN_DB_URL"):
-        try:
-            with session_scope() as session:
+        # A configured ledger that cannot be read raises (LedgerUnavailable: no verdict), never falls back to
+        # the file: the UI may have tightened a threshold there.
+        with session_scope() as session:
+            try:
                 return effective_thresholds(session, get_deployment(session, deployment)), "ledger"
-        except (LedgerUnavailable, ConfigError) as exc:
-            log.warning("thresholds from embwarden.yaml: the ledger could not be read (%s)", exc)
+            except ConfigError:   # not registered yet: the file's thresholds are the ones a sync would store
+                log.info("%s is not in the ledger yet: thresholds from embwarden.yaml", deployment)
     return {key: t.levels() for key, t in config.deployment(deployment).thresholds.items()}, "file"
 
 

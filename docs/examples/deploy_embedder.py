@@ -23,6 +23,8 @@ from airflow.sdk import Param, dag, task
 from monitors.provider.operators import PrivacyAuditOperator
 from monitors.provider.sensors import PrivacyGateSensor
 
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"   # deployment and version names, as embwarden.yaml allows
+
 
 @dag(
     schedule=None,
@@ -31,8 +33,9 @@ from monitors.provider.sensors import PrivacyGateSensor
     tags=["deploy", "embwarden"],
     default_args={"retries": 0},
     params={
-        "deployment": Param("support-search", type="string", title="Deployment"),
-        "version": Param(type="string", title="Version to deploy", description="a version in embwarden.yaml"),
+        "deployment": Param("support-search", type="string", pattern=NAME, title="Deployment"),
+        "version": Param(type="string", pattern=NAME, title="Version to deploy",
+                         description="a version in embwarden.yaml"),
         "fail_when_closed": Param(False, type="boolean", title="Fail instead of waiting while the gate is closed"),
     },
     render_template_as_native_obj=True,
@@ -51,10 +54,12 @@ def deploy_embedder():
         print(f"deploying {params['deployment']} {params['version']}")
         return params["version"]
 
-    activate = BashOperator(
+    activate = BashOperator(   # values go through the environment, never into the command's text
         task_id="activate",
-        bash_command='embwarden activate "{{ params.deployment }}" "{{ params.version }}" '
-                     '--reason "deployed by {{ dag.dag_id }} run {{ run_id }}"',
+        bash_command='embwarden activate "$DEPLOYMENT" "$VERSION" --reason "deployed by $DAG_ID run $RUN_ID"',
+        env={"DEPLOYMENT": "{{ params.deployment }}", "VERSION": "{{ params.version }}",
+             "DAG_ID": "{{ dag.dag_id }}", "RUN_ID": "{{ run_id }}"},
+        append_env=True,
     )
     audit >> gate >> deploy() >> activate
 

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from audits import corpora
 from audits.audit import Auditor, embed_corpus, has, needs_of
 from audits.encoders import LocalEncoder, resolve_model_dir
-from audits.errors import ConfigError, EmbwardenError
+from audits.errors import ConfigError
 from audits.pipeline import Pipeline
 from audits.probes import PROBES, make_probe
 from audits.transforms import GaussianNoise, Identity, describe_guarantee, make_transform
@@ -119,9 +119,9 @@ def run_candidate(args: argparse.Namespace) -> int:
         result = judge(config, args.deployment, version)
     except ConfigError:
         raise
-    except EmbwardenError as exc:   # a source, encoder or ledger that cannot be reached: no verdict
-        print(f"embwarden: {args.deployment} {version}: error: the audit could not run ({exc}) -> exit "
-              f"{EXIT_CODES['error']}", file=sys.stderr)
+    except Exception as exc:   # a source, encoder or ledger that cannot be reached, a crash: no verdict
+        print(f"embwarden: {args.deployment} {version}: error: the audit could not run "
+              f"({type(exc).__name__}: {exc}) -> exit {EXIT_CODES['error']}", file=sys.stderr)
         return EXIT_CODES["error"]
     for score in result.scores:
         print(f"{score.probe}.{score.metric} = {score.value:.3f} [{score.ci_low:.3f}, {score.ci_high:.3f}] n={score.n}")

@@ -6,6 +6,7 @@ import argparse
 
 import sqlalchemy as sa
 
+from monitors.assets import AUDIT_DAG, DRIFT_DAG
 from monitors.config import load_config
 from monitors.gates import status_of
 from monitors.ledger.database import session_scope
@@ -41,10 +42,16 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# The deployment's own audits and drift checks; a candidate judged before deploy (its DAG's own id) is not
+# the deployed version's last audit.
+CHECKS = (AUDIT_DAG, DRIFT_DAG)
+
+
 def status_line(session, name: str) -> str:
     dep = get_deployment(session, name)
     gate = status_of(session, dep)
-    last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id).order_by(AuditRun.id.desc()))
+    last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id, AuditRun.dag_id.in_(CHECKS))
+                          .order_by(AuditRun.id.desc()))
     audited = f"last audit: {last.version.name} {last.verdict or last.status}" if last else "never audited"
     sync = out_of_sync(session, dep)
     unsynced = f"; {sync.summary()}" if sync is not None and not sync.in_sync else ""
@@ -60,7 +67,8 @@ def status_report(session, name: str) -> list[str]:
     sync = out_of_sync(session, dep)
     if sync is not None and not sync.in_sync:
         lines.append(f"  {sync.summary()}; retry: embwarden targets sync {dep.name}")
-    last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id).order_by(AuditRun.id.desc()))
+    last = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id, AuditRun.dag_id.in_(CHECKS))
+                          .order_by(AuditRun.id.desc()))
     if last is None:
         return [*lines, "  never audited: trigger the privacy_audit DAG (or wait for its schedule)"]
     when = f"{(last.finished_at or last.started_at):%Y-%m-%d %H:%M} UTC"

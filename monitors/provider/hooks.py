@@ -54,15 +54,17 @@ class EmbwardenHook(BaseHook):
             return effective(session, deployment)
 
     def last_verdict(self, deployment: str) -> dict | None:
-        """The newest judged audit run of the deployment: its id, version, verdict and DAG run."""
+        """The newest judged privacy audit of the deployment: its id, version, verdict and DAG run."""
         import sqlalchemy as sa
 
+        from monitors.assets import AUDIT_DAG
         from monitors.ledger.models import AuditRun
         from monitors.ledger.registry import get_deployment
 
         with self.session() as session:
             dep = get_deployment(session, deployment)
             run = session.scalar(sa.select(AuditRun).where(AuditRun.deployment_id == dep.id,
+                                                           AuditRun.dag_id == AUDIT_DAG,
                                                            AuditRun.verdict.is_not(None))
                                  .order_by(AuditRun.id.desc()).limit(1))
             if run is None:

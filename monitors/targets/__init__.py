@@ -97,10 +97,13 @@ class SyncStatus:
         return "target out of sync: " + "; ".join(f"{name}: {error}" for name, error in self.failed.items())
 
 
-def out_of_sync(session: Session, dep: Deployment) -> SyncStatus | None:
-    """None when the deployment has never pushed to a target; else the newest push's status."""
-    action = session.scalar(sa.select(Action).where(Action.deployment_id == dep.id, Action.kind == SYNC)
-                            .order_by(Action.id.desc()).limit(1))
+def out_of_sync(session: Session, dep: Deployment, before: int | None = None) -> SyncStatus | None:
+    """None when the deployment has never pushed to a target; else the newest push's status (the newest
+    before action `before`, when given)."""
+    query = sa.select(Action).where(Action.deployment_id == dep.id, Action.kind == SYNC)
+    if before is not None:
+        query = query.where(Action.id < before)
+    action = session.scalar(query.order_by(Action.id.desc()).limit(1))
     if action is None:
         return None
     done = action.status == "done"
@@ -114,7 +117,7 @@ def out_of_sync(session: Session, dep: Deployment) -> SyncStatus | None:
 def change_of_run(session: Session, run: AuditRun, event_id: str) -> Change | None:
     """The Change an audit run made (its strongest done action), or None when it changed nothing."""
     done = {a.kind: a for a in session.scalars(sa.select(Action).where(
-        Action.audit_run_id == run.id, Action.status == "done"))}
+        Action.audit_run_id == run.id, Action.status == "done")) if not (a.detail or {}).get("skipped")}
     event = next((e for e in EVENTS if e in done), None)
     if event is None:
         return None
@@ -147,8 +150,8 @@ def _reason(session: Session, run: AuditRun, event: str) -> str:
 
 # -- pushing -------------------------------------------------------------------------------------
 def sync_run(config: EmbwardenConfig, audit_run_id: int, action_id: int) -> list[str]:
-    """Push the run's change (or, when it changed nothing, the deployment's last failed push) to its
-    targets under action `action_id`; returns the errors (empty: all in sync)."""
+    """Push the run's change to its targets under action `action_id` (when the run changed nothing, the
+    deployment's state now, as event `sync`: an earlier push failed); returns the errors (empty: in sync)."""
     with session_scope() as session:
         action = row(session, Action, action_id)
         change = (action.detail or {}).get("change")
@@ -201,7 +204,7 @@ def resync(config: EmbwardenConfig, deployment: str) -> list[str] | None:
 
 def _resent(session: Session, dep: Deployment, action_id: int) -> Change:
     """A run that changed nothing re-pushes the state: the newest failed push, as event `sync`."""
-    status = out_of_sync(session, dep)
+    status = out_of_sync(session, dep, before=action_id)
     reason = "re-push after " + (status.summary() if status else "no earlier push")
     return _change(session, dep, _event_id(dep.name, action_id), "sync", actor="embwarden", reason=reason,
                    version=dep.active_version.name if dep.active_version else None, previous=None,
@@ -213,24 +216,32 @@ def _event_id(deployment: str, action_id: int) -> str:
 
 
 def _push(config: EmbwardenConfig, action_id: int) -> list[str]:
-    """Send the action's Change to each target that has not taken it; record each result."""
+    """Send the action's Change to each target that has not taken it, recording each result as it
+    comes. A push that a newer one has replaced is not sent (its state is old): it is `superseded`."""
     with session_scope() as session:
         action = row(session, Action, action_id)
+        newer = session.scalar(sa.select(Action.id).where(Action.deployment_id == action.deployment_id,
+                                                          Action.kind == SYNC, Action.id > action_id).limit(1))
+        if newer is not None:
+            action.status, action.error = "superseded", f"replaced by push {newer}"
+            return []
         detail = dict(action.detail or {})
         change = Change(**detail["change"])
         action.status = "pending"
     results = dict(detail.get("targets") or {})
     for cfg in config.deployment(change.deployment).targets:
-        target = make_target(cfg)
-        if results.get(target.name) == "done":
+        name = cfg.name
+        if results.get(name) == "done":
             continue
         try:
-            target.push(change)
-            results[target.name] = "done"
-            log.info("%s: %s pushed to %s (event %s)", change.deployment, change.event, target.name, change.event_id)
-        except EmbwardenError as exc:
-            results[target.name] = str(exc)[:1000]
-            log.error("%s: %s not pushed to %s: %s", change.deployment, change.event, target.name, exc)
+            make_target(cfg).push(change)
+            results[name] = "done"
+            log.info("%s: %s pushed to %s (event %s)", change.deployment, change.event, name, change.event_id)
+        except Exception as exc:   # any failure of a target is recorded, never lets the act step stop
+            results[name] = (str(exc) if isinstance(exc, EmbwardenError) else f"{type(exc).__name__}: {exc}")[:1000]
+            log.error("%s: %s not pushed to %s: %s", change.deployment, change.event, name, results[name])
+        with session_scope() as session:   # each result as it comes: a stopped worker loses none
+            row(session, Action, action_id).detail = {**detail, "targets": dict(results)}
     errors = [f"{name}: {error}" for name, error in results.items() if error != "done"]
     with session_scope() as session:
         action = row(session, Action, action_id)

@@ -5,8 +5,9 @@
 
 The secret is the connection's password. A receiver recomputes the HMAC over the timestamp and the
 raw body, compares in constant time, refuses a timestamp older than its tolerance (a replay) and an
-event id it has already acted on (a retry or a replay within the tolerance): `verify` does the
-first two, in the standard library only, so a receiver can copy it.
+event id it has already acted on (a retry or a replay within the tolerance) with 409, which embwarden
+reads as "taken" (the answer to an earlier attempt may have been lost): `verify` does the first two,
+in the standard library only, so a receiver can copy it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 
 from monitors.targets import Change, TargetUnavailable
@@ -40,12 +42,12 @@ def verify(secret: str, body: bytes, header: str | None, tolerance_s: float = TO
     SignatureError when the signature is missing, wrong, or older than `tolerance_s`."""
     if not header:
         raise SignatureError(f"no {SIGNATURE_HEADER} header")
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    if not parts.get("t", "").isdigit() or "v1" not in parts:
+    parts = dict(p.strip().split("=", 1) for p in header.split(",") if "=" in p)
+    if not re.fullmatch(r"[0-9]{1,12}", parts.get("t", "")) or "v1" not in parts:
         raise SignatureError(f"{SIGNATURE_HEADER}: expected t=<unix time>,v1=<hex>")
     timestamp = int(parts["t"])
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, parts["v1"]):
+    if not hmac.compare_digest(expected.encode(), parts["v1"].encode("utf-8", "replace")):
         raise SignatureError("signature does not match the body")
     if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
         raise SignatureError(f"timestamp {timestamp} is outside the {tolerance_s:.0f} s tolerance (a replay?)")
@@ -67,10 +69,15 @@ class WebhookTarget:
         body = json.dumps(change.to_json(), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(conn.password, body, int(time.time())),
                    EVENT_HEADER: change.event_id, "Idempotency-Key": change.event_id}
-        timeout = float((conn.extra_dejson or {}).get("timeout", TIMEOUT_S))
+        try:
+            timeout = float((conn.extra_dejson or {}).get("timeout", TIMEOUT_S))
+        except (TypeError, ValueError):
+            raise TargetUnavailable(f"{self.name}: the connection's extra 'timeout' must be a number of "
+                                    "seconds") from None
         try:
             response = httpx.post(url, content=body, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise TargetUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
-        if not 200 <= response.status_code < 300:
+        # 409: the receiver has this event id already (an earlier attempt whose answer was lost): taken.
+        if not (200 <= response.status_code < 300 or response.status_code == 409):
             raise TargetUnavailable(f"{self.name}: answered {response.status_code}: {response.text[:200]}")

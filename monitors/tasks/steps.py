@@ -227,14 +227,15 @@ def act(deployment: str, dag_id: str, run_id: str) -> dict:
     retry_earlier = deliver_alerts(config, deployment=deployment, exclude_run=ref.audit_run_id)
     if retry_earlier:
         log.warning("%d earlier alerts of %s are still undelivered", len(retry_earlier), deployment)
+    if unsynced:   # the ledger acted; the targets are retried with the task (first: a refused action must not
+        # stop that retry; it stays `failed` and logged), shown out of sync until then
+        raise targets.TargetUnavailable(f"{deployment}: target out of sync (recorded, retried): "
+                                        + "; ".join(unsynced))
     if refused:
         raise no_retry(refused[0])
     if undelivered:
         raise AlertsUndelivered(f"{deployment}: alerts not delivered (recorded, retried): "
                                         + "; ".join(undelivered))
-    if unsynced:   # the ledger acted; the targets are retried with the task, shown out of sync until then
-        raise targets.TargetUnavailable(f"{deployment}: target out of sync (recorded, retried): "
-                                        + "; ".join(unsynced))
     return {"deployment": deployment, "level": level, "actions": list(plan)}
 
 

@@ -223,7 +223,10 @@ def api_change_gate(deployment: str, body: GateBody, user: Writer) -> dict:
     except EmbwardenError as exc:
         raise _refused(str(exc)) from None
     # The ledger changed whatever the targets answer; a target that did not take it shows as out of sync.
-    result["targets_out_of_sync"] = targets.sync_change(load_config(), action_id)
+    try:
+        result["targets_out_of_sync"] = targets.sync_change(load_config(), action_id)
+    except Exception as exc:   # the change is made: say the push failed, never answer 500 (a retry would repeat it)
+        result["targets_out_of_sync"] = [f"{type(exc).__name__}: {exc}"]
     return result
 
 

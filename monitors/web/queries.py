@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
 from monitors import thresholds
+from monitors.assets import AUDIT_DAG, DRIFT_DAG
 from monitors.coverage import coverage_explanation
 from monitors.ledger.models import Action, AuditRun, Deployment, GateEvent, Score, Version
 from monitors.ledger.registry import get_deployment
@@ -64,7 +65,8 @@ def overview(session: Session) -> list[dict]:
     last_gate = (sa.select(GateEvent.deployment_id, sa.func.max(GateEvent.id).label("gid"))
                  .group_by(GateEvent.deployment_id).subquery())
     last_run = (sa.select(AuditRun.deployment_id, sa.func.max(AuditRun.id).label("rid"))
-                .where(AuditRun.finished_at.is_not(None)).group_by(AuditRun.deployment_id).subquery())
+                .where(AuditRun.finished_at.is_not(None), AuditRun.dag_id.in_((AUDIT_DAG, DRIFT_DAG)))
+                .group_by(AuditRun.deployment_id).subquery())   # not a candidate judged before deploy
     active = aliased(Version)
     run_version = aliased(Version)
     rows = session.execute(

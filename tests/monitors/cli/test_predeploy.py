@@ -73,7 +73,8 @@ def test_exit_codes_say_the_verdict(config, tmp_path, capsys):
     assert (code, verdict["verdict"]) == (5, "inconclusive") and "does not cover" in verdict["reason"]
 
 
-def test_bad_input_exits_2_naming_the_field_and_an_unreachable_source_exits_7(config, tmp_path, capsys):
+def test_bad_input_exits_2_naming_the_field_and_an_unreachable_source_exits_7(config, tmp_path, capsys,
+                                                                              monkeypatch):
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump({"transform": {"kind": "gaussian_noise", "sigma": -1}}))
     assert cli(["audit", "--deployment", DEP, "--version-spec", str(spec)]) == 2
@@ -85,6 +86,13 @@ def test_bad_input_exits_2_naming_the_field_and_an_unreachable_source_exits_7(co
     assert "give --version NAME" in capsys.readouterr().err
     assert cli(["audit", "--deployment", DEP, "--version", "v2", "--encoder", "x"]) == 2
     assert "--encoder belong to the other form" in capsys.readouterr().err
+
+    # A configured ledger that does not answer: no verdict (the UI may have tightened a threshold there),
+    # never a fallback to the file's thresholds.
+    with monkeypatch.context() as m:
+        m.setenv("EMBWARDEN_DB_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/test")
+        code, _ = check(tmp_path, "--version", "v1")
+        assert code == 7 and "LedgerUnavailable" in capsys.readouterr().err
 
     data = yaml.safe_load(config.read_text())
     data["deployments"][DEP]["source"]["url"] = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/test"

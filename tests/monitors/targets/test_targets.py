@@ -154,6 +154,8 @@ def test_verify_refuses_a_wrong_secret_a_tampered_body_and_an_old_timestamp():
         (SECRET, body, sign(SECRET, body, now - 301), "outside the 300 s tolerance"),
         (SECRET, body, None, "no Embwarden-Signature"),
         (SECRET, body, "v1=abc", "expected t=<unix time>"),
+        (SECRET, body, "t=²,v1=abc", "expected t=<unix time>"),       # a digit to isdigit(), not to int()
+        (SECRET, body, f"t={now},v1=é", "does not match"),          # not ASCII: no TypeError
     ]:
         with pytest.raises(SignatureError, match=why):
             verify(secret, data, head)
@@ -186,3 +188,16 @@ def test_the_privacy_gate_dag_pushes_a_change_by_hand_and_retries_only_the_push(
     assert push_targets(change) == 2                     # a further retry sends nothing more
     [event] = receiver.events
     assert (event["event"], event["active_version"], event["actor"]) == ("activate", "v2", "privacy_gate/manual-1")
+
+    # A push that failed, then a newer change that went through: the old push's retry sends nothing
+    # (its state is old) and the deployment stays in sync.
+    cd_system(monkeypatch, None)
+    old = gate_change(DEP, "close_gate", None, "closing while v2 is reviewed", "privacy_gate/manual-2")
+    with pytest.raises(TargetUnavailable):
+        push_targets(old)
+    cd_system(monkeypatch, receiver)
+    assert cli(["gate", "reopen", DEP, "--reason", "review done"]) == 0
+    push_targets(old)
+    assert [e["event"] for e in receiver.events] == ["activate", "reopen_gate"] and sync_status().in_sync
+    tags = MlflowRegistry(mlflow_server.url).version_tags(model, "2")
+    assert tags["embwarden.gate"] == "open"
