@@ -118,6 +118,11 @@ deployments:
     # This deployment's own alert channels, replacing the top-level `alerts:` list:
     # alerts: [{{kind: email, to: [owner@example.com]}}]
     reopen: auto                  # after a rollback, reopen the gate when the re-audit passes (or: manual)
+    # Where the active version and the gate also live (docs/deploy-pipelines.md): an MLflow alias that
+    # rollbacks move, a CD system's signed webhook.
+    # targets:
+    #   - {{kind: mlflow, model: my-embedder, alias: champion, connection: embwarden_mlflow, versions: {{v1: 1}}}}
+    #   - {{kind: webhook, connection: embwarden_deploy_hook}}
 """
 
 
