@@ -2,9 +2,10 @@
 
 A candidate has no production vectors yet, so its sample is what it *would* produce: the texts of a
 reproducible sample of the active version's rows, embedded through the candidate's pipeline (the
-source needs a text column); without texts, the deployment's canaries. The sample is validated
-like a production sample, each probe is fitted (or loaded from the model cache) by the same
-`Auditor` as the daily audit, and the scores are set against the deployment's thresholds: those in
+source needs a text column); without texts, the deployment's canaries, which can show a leak but never
+clear one (whether the attacker covers production text cannot be measured: at best inconclusive).
+The sample is validated like a production sample, each probe is fitted (or loaded from the model
+cache) by the same `Auditor` as the daily audit, and the scores are set against the deployment's thresholds: those in
 the ledger (the UI's changes win) when one is configured (unreachable: no verdict), else
 embwarden.yaml's, and the verdict says which. Nothing sampled leaves this module: the sample lives
 in an owner-only temporary folder.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +110,13 @@ def judge(config: EmbwardenConfig, deployment: str, version: str,
         raise ConfigError(f"deployments.{deployment}.versions: no version {version!r}; "
                           f"it has {sorted(dep_cfg.versions)}")
     levels, source_of_levels = thresholds or thresholds_for(config, deployment)
-    verdict = _partial(deployment, version, source_of_levels, levels)
     pipeline = build_pipeline(config, deployment, version)
     source = build_source(config, deployment)
     with tempfile.TemporaryDirectory(prefix="embwarden-candidate-") as tmp:   # 0700: owner-only
         folder = Path(tmp)
         sample, target = candidate_sample(config, deployment, version, pipeline, source, folder)
+        unjudged = CandidateVerdict(deployment, version, "invalid", (), source_of_levels, target, len(sample),
+                                    thresholds={k: asdict(v) for k, v in levels.items()})
         from monitors import validation  # Great Expectations: imported where it is used
 
         vcfg = dep_cfg.validation
@@ -122,8 +124,7 @@ def judge(config: EmbwardenConfig, deployment: str, version: str,
                                      [version], None, vcfg.norm_range)
         report = validation.validate(sample, rules)
         if not report.success:
-            return verdict(sample, target, "invalid", (), {}, f"the candidate's sample failed validation: "
-                                                               f"{report.summary()}")
+            return replace(unjudged, reason=f"the candidate's sample failed validation: {report.summary()}")
         auditor = Auditor(pipeline, auxiliary_corpus.corpus(config, deployment, folder),
                           seed=auditor_seed(config, deployment),
                           cache_dir=auxiliary_corpus.cache_dir(config, deployment, folder))
@@ -135,21 +136,18 @@ def judge(config: EmbwardenConfig, deployment: str, version: str,
         results: list[ProbeResult] = [auditor.run(name, params, targets) for name, params in dep_cfg.probes.items()]
         results.append(auditor.coverage(sample))
     errors = {r.probe: r.error for r in results if r.error}
-    scores = tuple(s for r in results for s in r.scores)
-    judged = evaluate(scores, levels)
-    name = judged.verdict
-    reason = _reason(judged)
-    if name in ("pass", "warn") and (errors or judged.covered is None):
-        name, reason = INCONCLUSIVE, "not judged: " + ("; ".join(f"{p}: {e}" for p, e in errors.items())
-                                                       or "coverage was not measured")
-    return verdict(sample, target, name, scores, errors, reason)
-
-
-def _partial(deployment: str, version: str, source_of_levels: str, levels: dict[str, Levels]):
-    def make(sample: Sample, target: str, name: str, scores, errors, reason) -> CandidateVerdict:
-        return CandidateVerdict(deployment, version, name, tuple(scores), source_of_levels, target, len(sample),
-                                dict(errors), reason, {k: asdict(v) for k, v in levels.items()})
-    return make
+    judged = evaluate([s for r in results for s in r.scores], levels)
+    name, reason = judged.verdict, _reason(judged)
+    if name in ("pass", "warn"):   # a leak found is real; an absence of one needs an attacker that could find it
+        if errors or judged.covered is None:
+            name, reason = INCONCLUSIVE, "not judged: " + ("; ".join(f"{p}: {e}" for p, e in errors.items())
+                                                           or "coverage was not measured")
+        elif target == "canaries":
+            name, reason = INCONCLUSIVE, ("not judged: without the source's texts the candidate was attacked on "
+                                          "synthetic canaries only, and whether the attacker covers production "
+                                          "text cannot be measured; set source.columns.text to judge it")
+    return replace(unjudged, verdict=name, scores=tuple(s for r in results for s in r.scores), errors=errors,
+                   reason=reason)
 
 
 def _reason(judged) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseHook
-from sqlalchemy.orm import Session
 
-from monitors.gates import GateStatus
+if TYPE_CHECKING:   # the ledger's modules load in the task, not when a user's DAG file is parsed
+    from sqlalchemy.orm import Session
+
+    from monitors.gates import GateStatus
 
 
 class EmbwardenHook(BaseHook):

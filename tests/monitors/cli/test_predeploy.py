@@ -99,3 +99,16 @@ def test_bad_input_exits_2_naming_the_field_and_an_unreachable_source_exits_7(co
     config.write_text(yaml.safe_dump(data))
     code, verdict = check(tmp_path, "--version", "v2")
     assert code == 7 and "the audit could not run" in capsys.readouterr().err
+
+
+def test_without_texts_a_candidate_is_judged_on_canaries_and_never_cleared(config, tmp_path, capsys):
+    """Canaries can show a leak, but whether the attacker covers production text cannot be measured
+    without it: a protected candidate is inconclusive (5), never a pass; an unprotected one still leaks."""
+    data = yaml.safe_load(config.read_text())
+    data["deployments"][DEP]["source"]["columns"]["text"] = None
+    config.write_text(yaml.safe_dump(data))
+    code, verdict = check(tmp_path, "--version", "v1")
+    assert (code, verdict["verdict"], verdict["target"]) == (5, "inconclusive", "canaries"), verdict
+    assert "synthetic canaries only" in verdict["reason"] and "source.columns.text" in verdict["reason"]
+    code, verdict = check(tmp_path, "--version", "v2")
+    assert code in (3, 4) and verdict["target"] == "canaries", verdict
