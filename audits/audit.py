@@ -185,6 +185,11 @@ class Auditor:
         it alone on vectors it chooses, and the encoder's output is clean."""
         return not isinstance(self.pipeline.transform, AppliedByEncoder)
 
+    @property
+    def _noise(self):
+        """The additive Gaussian noise the transform declares (a function of the output dimension)."""
+        return getattr(self.pipeline.transform, "noise_model", None)
+
     def release(self, clean: np.ndarray) -> np.ndarray:
         """The pipeline's transform alone, fresh randomness per call, on vectors the auditor chose."""
         return self.pipeline.transform.apply(clean, self._release_rng)
@@ -194,7 +199,7 @@ class Auditor:
         local = self._local_transform
         return Auxiliary((), np.zeros((0, self.pipeline.dimension), dtype=np.float32), embed=self.oracle,
                          release=self.release if local else None, guarantee=self.pipeline.transform.guarantee(),
-                         encode=self.pipeline.encoder.encode if local else None)
+                         encode=self.pipeline.encoder.encode if local else None, noise=self._noise)
 
     def auxiliary(self) -> Auxiliary:
         if self._aux is None:
@@ -215,7 +220,8 @@ class Auditor:
                                   secrets=self.corpus.secrets, embed=self.fit_oracle, redraw=redraw,
                                   release=self.release if self._local_transform else None,
                                   guarantee=self.pipeline.transform.guarantee(),
-                                  encode=self.pipeline.encoder.encode if self._local_transform else None)
+                                  encode=self.pipeline.encoder.encode if self._local_transform else None,
+                                  noise=self._noise)
             self.timings["embed_auxiliary_seconds"] = round(time.perf_counter() - started, 3)
         return self._aux
 

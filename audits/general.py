@@ -188,3 +188,26 @@ def sentences(size: int, seed: int, cache_dir: Location | None = None, kinds: tu
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     return [texts[i] for i in order[:size]]
+
+
+def wordnet_pairs(size: int, seed: int) -> tuple[list[str], list[str]]:
+    """Real retrieval pairs: a synset's usage example (query) and its definition (document), `size`
+    synsets drawn with `seed`. Queries and documents share a meaning, rarely words: what retrieval of
+    real text needs, where the synthetic paraphrases share their slots."""
+    import random
+
+    pairs = []
+    for source in _sources()["wordnet"].files:
+        with source.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("  ") or "|" not in line:
+                    continue
+                gloss = line.split("|", 1)[1]
+                examples = [e for e in (_clean(x) for x in _EXAMPLE.findall(gloss)) if e]
+                definition = _clean(_EXAMPLE.sub("", gloss).split(";")[0])
+                if examples and definition:
+                    pairs.append((examples[0], definition))
+    pairs = sorted(set(pairs))
+    random.Random(seed).shuffle(pairs)
+    picked = pairs[:size]
+    return [q for q, _ in picked], [d for _, d in picked]

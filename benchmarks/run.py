@@ -79,7 +79,7 @@ def scheduled_figures() -> dict[str, float]:
 
 
 SECTIONS = ("demo", "encoder", "strength", "speed", "first_audit", "real_text", "generative", "drift", "validation",
-            "ui", "sample", "dp", "service", "scheduled", "celery")
+            "ui", "sample", "dp", "service", "scheduled", "celery", "toolbox")
 
 
 def main() -> int:
@@ -87,7 +87,7 @@ def main() -> int:
     run this time are kept from the previous results file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from benchmarks import celery, dp, probes, real_text, sampling, service, ui
+    from benchmarks import celery, dp, probes, real_text, sampling, service, toolbox, ui
 
     wanted = sys.argv[1:] or list(SECTIONS)
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -114,6 +114,7 @@ def main() -> int:
         "service": service.service_figures,
         "scheduled": scheduled_figures,
         "celery": celery.celery_figures,
+        "toolbox": lambda: toolbox.figures(cache, OUT.parent),
     }
     for section in wanted:
         started = time.perf_counter()

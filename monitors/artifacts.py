@@ -5,7 +5,8 @@ it even when the task that wrote it failed before returning anything. It lies un
 `artifacts.root`, a local folder or an object store (audits.storage), so that the tasks of one run
 can run on different workers. Sample files hold production vectors and text: they are written
 owner-only where the store allows it and removed by the run's cleanup; everything else is pruned
-after the configured retention.
+after the configured retention, except the fitted transforms' artifacts under
+`transforms/<deployment>/` (monitors.fitted_transforms), which versions pin by hash.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_FILE = "sample.npz"
 REFERENCES = "_references"
+TRANSFORMS = "transforms"   # fitted transforms' artifacts: kept as long as a version may pin them
 
 
 def _slug(value: str) -> str:
@@ -35,6 +37,11 @@ def _slug(value: str) -> str:
 
 def run_dir(root: Location, deployment: str, dag_id: str, run_id: str) -> Location:
     return root / _slug(deployment) / _slug(dag_id) / _slug(run_id)
+
+
+def transforms_dir(root: Location, deployment: str) -> Location:
+    """Where a deployment's fitted transforms' artifacts live; never pruned (versions pin them)."""
+    return root / TRANSFORMS / _slug(deployment)
 
 
 def write_sample(folder: Location, sample: Sample) -> Location:
@@ -88,10 +95,13 @@ def delete_sample(folder: Location) -> bool:
 
 def prune(root: Location, retention_days: int, now: float | None = None) -> int:
     """Delete run folders (<deployment>/<dag>/<run>, references included) whose newest file is older
-    than the retention; returns how many."""
+    than the retention; returns how many. The fitted transforms' artifacts (`transforms/`) are never
+    deleted: a version pins its artifact by hash and cannot be audited or served without it."""
     cutoff = (now or time.time()) - retention_days * 86400
     newest: dict[tuple[str, ...], float] = {}
     for parts, changed in storage.files(root):
+        if parts[0] == TRANSFORMS and len(parts) == 3:   # transforms/<deployment>/<fit>.npz: pinned
+            continue
         if len(parts) > 3:
             newest[parts[:3]] = max(changed, newest.get(parts[:3], changed))
     removed = 0

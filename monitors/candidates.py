@@ -76,11 +76,33 @@ def with_version(config: EmbwardenConfig, deployment: str, name: str, spec_path:
         spec = VersionConfig.model_validate(data if data is not None else {})
     except ValidationError as exc:
         raise ConfigError(f"--version-spec {spec_path}: " + format_errors(exc)) from None
+    spec = _pinned(config, deployment, name, spec, f"--version-spec {spec_path}: transform")
     if name in dep.versions and dep.versions[name] != spec:
         raise ConfigError(f"--version: {deployment} already has a version {name!r} that differs from "
                           f"{spec_path}; versions are immutable, choose another name")
     changed = dep.model_copy(update={"versions": {**dep.versions, name: spec}})
     return config.model_copy(update={"deployments": {**config.deployments, deployment: changed}})
+
+
+def _pinned(config: EmbwardenConfig, deployment: str, name: str, spec: VersionConfig, where: str) -> VersionConfig:
+    """A fitted transform without an artifact fitted as `embwarden versions add` would fit it (the same
+    material through the candidate's encoder, hence the same artifact), so that the candidate judged
+    is the version that would be added; one that names an artifact is loaded (a ConfigError when it
+    is missing or changed)."""
+    from pydantic import TypeAdapter
+
+    from audits.transforms import needs_fit
+    from monitors.config import TransformConfig
+    from monitors.fitted_transforms import pin
+
+    transform = spec.transform.spec()
+    if not transform.get("artifact") and not needs_fit(transform):
+        return spec
+    dep = config.deployment(deployment)
+    trial = config.model_copy(update={"deployments": {**config.deployments, deployment: dep.model_copy(
+        update={"versions": {**dep.versions, name: spec}})}})
+    pinned = pin(trial, deployment, name, transform, where)
+    return spec.model_copy(update={"transform": TypeAdapter(TransformConfig).validate_python(pinned.spec)})
 
 
 def thresholds_for(config: EmbwardenConfig, deployment: str) -> tuple[dict[str, Levels], str]:

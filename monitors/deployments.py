@@ -33,6 +33,11 @@ def build_transform(config: EmbwardenConfig, deployment: str, version: str):
 
 
 def build_pipeline(config: EmbwardenConfig, deployment: str, version: str) -> Pipeline:
+    return Pipeline(build_version_encoder(config, deployment, version), build_transform(config, deployment, version))
+
+
+def build_version_encoder(config: EmbwardenConfig, deployment: str, version: str):
+    """The version's encoder alone (what a fitted transform of it learns from: monitors.fitted_transforms)."""
     enc = version_config(config, deployment, version).encoder
     connection = None
     if getattr(enc, "connection", None):  # an HTTP encoder's credentials: resolved here, audits knows no Airflow
@@ -43,7 +48,7 @@ def build_pipeline(config: EmbwardenConfig, deployment: str, version: str) -> Pi
             raise ConfigError(f"deployments.{deployment}.versions.{version}.encoder.connection: Airflow connection "
                               f"{enc.connection!r} is not defined (set AIRFLOW_CONN_{enc.connection.upper()} "
                               "or define it in Airflow)")
-    return Pipeline(build_encoder(enc, config.base_dir, connection), build_transform(config, deployment, version))
+    return build_encoder(enc, config.base_dir, connection)
 
 
 def build_source(config: EmbwardenConfig, deployment: str):

@@ -3,6 +3,11 @@
 Versions are immutable, so adding is the only change: an existing name is refused. The file is
 edited round-trip (ruamel.yaml), the result validated like any configuration before it replaces
 the file, and the replacement is atomic (a temporary file in the same folder, then a rename).
+
+A transform of a fitted kind (pac_gaussian, spectral on a PCA basis, adversarial) given without
+an artifact is fitted first, on the deployment's public auxiliary corpus through the copied
+encoder (monitors.fitted_transforms), and stored with its `artifact` and `sha256`; one that
+names an artifact is loaded, so a missing or changed artifact is refused before the file changes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class AddedVersion:
     transform: dict
     encoder_from: str
     config: EmbwardenConfig
+    fitted: bool = False    # the transform was fitted now (its artifact: transform["artifact"])
 
 
 def add_version(deployment: str, name: str, transform: dict, from_version: str | None = None,
@@ -48,11 +54,17 @@ def add_version(deployment: str, name: str, transform: dict, from_version: str |
     if source not in dep_cfg.versions:
         raise ConfigError(f"{where}: no version {source!r} to copy the encoder from; it has {sorted(dep_cfg.versions)}")
 
-    text = rewrite.add_version(path.read_text(), deployment, name, source, transform)
+    from audits.transforms import needs_fit
+    from monitors.fitted_transforms import Pinned, pin
+
+    pinned = Pinned(transform)   # another kind: validated with the file below
+    if needs_fit(transform) or transform.get("artifact"):
+        pinned = pin(config, deployment, source, transform, f"{path}: {where}.{name}.transform")
+    text = rewrite.add_version(path.read_text(), deployment, name, source, pinned.spec)
     updated = rewrite.replace_validated(path, text)
     assert updated is not None   # no check given: only an invalid file is refused, with an error
     return AddedVersion(path, deployment, name, updated.deployment(deployment).versions[name].transform.spec(),
-                        source, updated)
+                        source, updated, pinned.fitted)
 
 
 def activate(session: Session, deployment: str, version: str, actor: str, reason: str) -> Action:

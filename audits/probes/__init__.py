@@ -20,11 +20,13 @@ from audits.probes.bow_inversion import BowInversion
 from audits.probes.candidate_inversion import CandidateInversion
 from audits.probes.dp_audit import DpAudit
 from audits.probes.generative_inversion import GenerativeInversion
+from audits.probes.pac_privacy import PacPrivacy
 from audits.probes.repeat_query import RepeatQuery
 
 PROBES: dict[str, type[Probe]] = {
     probe.name: probe
-    for probe in (BowInversion, CandidateInversion, AttributeInference, GenerativeInversion, RepeatQuery, DpAudit)
+    for probe in (BowInversion, CandidateInversion, AttributeInference, GenerativeInversion, RepeatQuery, DpAudit,
+                  PacPrivacy)
 }
 
 

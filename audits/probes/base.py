@@ -22,6 +22,7 @@ import numpy as np
 
 from audits.dp import Guarantee
 from audits.results import Sample, Score
+from audits.transforms.base import NoiseFn
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -45,6 +46,9 @@ class Auxiliary:
     guarantee: Guarantee | None = None
     # The clean encoder (no transform), for inputs whose pre-noise vectors the auditor needs.
     encode: Embed | None = None
+    # The additive Gaussian noise the transform declares, by output dimension (None: it declares
+    # none). The PAC probe takes its shape and measures its scale.
+    noise: NoiseFn | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.vectors):

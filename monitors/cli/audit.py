@@ -66,11 +66,24 @@ def add_parser(sub) -> None:
     au.add_argument("--cache", type=Path, default=Path(".embwarden/cache"),
                     help="embeddings and fitted attack models are cached here (default .embwarden/cache)")
     au.add_argument("--json", type=Path, dest="json_out", help="where to write the scores (required without "
-                                                                 "--deployment)")
+                                                                 "--deployment or --layers; with --layers, - prints "
+                                                                 "them instead of the table)")
+    au.add_argument("--layers", nargs="?", const="all", metavar="all|0,3,6|2-4",
+                    help="audit each transformer layer of a local encoder (0 = the embedding output, the last = "
+                         "the output): --encoder DIR --aux ... [--targets FILE|canaries:COUNT, default 200 "
+                         "canaries], or --deployment NAME [--version V]")
+    au.add_argument("--report", type=Path, metavar="PATH.html",
+                    help="with --layers: an HTML page with token F1 per layer and what to do about it")
     au.set_defaults(handler=run, log_level="INFO")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layers is not None:
+        from monitors.cli import audit_layers
+
+        return audit_layers.run(args)
+    if args.report is not None:
+        raise ConfigError("audit: --report goes with --layers (a layer audit's HTML page)")
     if args.deployment:
         return run_candidate(args)
     missing = [flag for flag, value in (("--encoder", args.encoder), ("--aux", args.aux), ("--targets", args.targets),

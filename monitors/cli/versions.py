@@ -18,7 +18,9 @@ def add_parser(sub) -> None:
     ve_add.add_argument("deployment")
     ve_add.add_argument("name")
     ve_add.add_argument("--transform", required=True, type=json_object("--transform"),
-                        help='as in embwarden.yaml, e.g. \'{"kind": "clip_gaussian", "epsilon": 3000}\'')
+                        help='as in embwarden.yaml, e.g. \'{"kind": "clip_gaussian", "epsilon": 3000}\'; a fitted kind '
+                             '(pac_gaussian, spectral, adversarial) without `artifact` is fitted on the '
+                             'auxiliary corpus and stored with its artifact and sha256')
     ve_add.add_argument("--from", dest="from_version", metavar="VERSION",
                         help="copy this version's encoder (default: the active version's)")
     ve_add.add_argument("--config", default=argparse.SUPPRESS,
@@ -39,6 +41,12 @@ def run_add(args: argparse.Namespace) -> int:
     added = add_version(args.deployment, args.name, args.transform, args.from_version, args.config)
     print(f"{added.deployment}: version {added.name} added to {added.path} (encoder of {added.encoder_from}, "
           f"transform {json.dumps(added.transform)})")
+    if added.fitted:
+        print(f"{added.transform['kind']} fitted on the auxiliary corpus of {added.deployment} (public text only); "
+              f"artifact: {added.transform['artifact']} (sha256 {added.transform['sha256'][:12]}..., pinned by "
+              "the version: keep it, retention never prunes it)")
+    elif added.transform.get("artifact"):
+        print(f"artifact {added.transform['artifact']} verified (sha256 {added.transform['sha256'][:12]}...)")
     try:
         with session_scope() as session:
             dep = sync_deployment(session, added.deployment, added.config.deployment(added.deployment))

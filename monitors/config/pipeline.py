@@ -173,9 +173,67 @@ class QuantizeConfig(_TransformModel):
     bits: Int = Field(default=8, ge=1, le=16)
 
 
+class _FittedTransformModel(_TransformModel):
+    """A kind with learnt state: `artifact` (a path or object-store URL of its .npz) and its `sha256`.
+    Left empty in a file, `embwarden versions add` and the frontier fit it on the deployment's
+    auxiliary corpus and fill both; a version stores them, so its transform never changes."""
+
+    artifact: str = ""
+    sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self):
+        if bool(self.artifact) != bool(self.sha256):
+            raise ValueError("give both 'artifact' and 'sha256' (as fitting writes them), or neither")
+        return self
+
+
+class PacGaussianConfig(_FittedTransformModel):
+    """Auto-PAC Gaussian noise shaped by the calibration corpus's output covariance, for a per-query
+    mutual-information budget of `mi_bits` (a PAC-privacy claim, not DP)."""
+
+    kind: Literal["pac_gaussian"]
+    mi_bits: Float = Field(gt=0, le=4096, allow_inf_nan=False)
+
+
+class SpectralConfig(_FittedTransformModel):
+    """Keep the first `keep` components of a fixed orthogonal basis (`pca` of the auxiliary corpus, or
+    `dct`), drop the rest; with `epsilon`, clip and add calibrated Gaussian noise to what is kept."""
+
+    kind: Literal["spectral"]
+    basis: Literal["pca", "dct"] = "pca"
+    keep: Int = Field(ge=1, le=65_536)
+    epsilon: Float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
+    delta: Float = Field(default=1e-5, gt=0, lt=1)
+    clip_norm: Float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+
+
+class JlGaussianConfig(_TransformModel):
+    """A fixed random projection to `dimension` (from `seed`), then Gaussian noise calibrated for
+    (epsilon, delta)-DP per query on inputs clipped to `clip_norm`."""
+
+    kind: Literal["jl_gaussian"]
+    dimension: Int = Field(ge=1, le=65_536)
+    epsilon: Float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    delta: Float = Field(default=1e-5, gt=0, lt=1)
+    clip_norm: Float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+    seed: Seed = 0
+
+
+class AdversarialConfig(_FittedTransformModel):
+    """A map trained on the auxiliary corpus against a bag-of-words inversion attacker, weighing
+    privacy (`privacy_weight`) against keeping the corpus's similarities; optional Gaussian noise
+    `sigma` after it. No guarantee: the audit's adaptive attacker, trained on its outputs, judges it."""
+
+    kind: Literal["adversarial"]
+    privacy_weight: Float = Field(ge=0, le=1e4, allow_inf_nan=False)
+    sigma: Float = Field(default=0.0, ge=0, le=MAX_SIGMA, allow_inf_nan=False)
+    epochs: Int = Field(default=30, ge=1, le=1000)
+
+
 TransformConfig = Annotated[
     NoTransformConfig | GaussianNoiseConfig | ClipGaussianConfig | VonMisesFisherConfig | RandomProjectionConfig
-    | QuantizeConfig,
+    | QuantizeConfig | PacGaussianConfig | SpectralConfig | JlGaussianConfig | AdversarialConfig,
     Field(discriminator="kind"),
 ]
 

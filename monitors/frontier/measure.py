@@ -1,20 +1,28 @@
-"""The privacy-utility frontier of a deployment: one transform kind, swept over its strength.
+"""The privacy-utility frontier of a deployment: one or more transform kinds, each swept over its strength.
 
-For each strength of the grid (epsilon for `clip_gaussian` and `vmf`, sigma for
-`gaussian_noise`, the output dimension for `random_projection`, bits for `quantize`), the base
-version's encoder followed by that transform is
+For each strength of each kind's grid (epsilon for `clip_gaussian`, `vmf` and `jl_gaussian`,
+sigma for `gaussian_noise`, the output dimension for `random_projection`, bits for `quantize`,
+the mutual-information budget for `pac_gaussian`, the components kept for `spectral`, the privacy
+weight for `adversarial`), the base version's encoder followed by that transform is
 
 * attacked by the deployment's probes, trained noise-aware (on the auxiliary corpus embedded
-  through that very transform) and scored on canaries; and
+  through that very transform, the pipeline as the attacker's oracle) and scored on canaries; and
 * used for retrieval: recall@10 of paraphrase pairs (audits.paraphrase), queries and documents
   both through the transform with fresh noise, cosine nearest neighbours among all documents.
 
+A fitted kind (pac_gaussian, spectral on a PCA basis, adversarial) is fitted for each grid spec
+before it is measured (monitors.fitted_transforms: the public auxiliary corpus through the base
+version's encoder, the artifact under `<artifacts root>/transforms/<deployment>/`), so the point
+measured is exactly the transform a version made from it pins: its spec carries the artifact and
+its SHA-256.
+
 A point passes when none of its scores reaches a `gate` or `rollback` level of the deployment's
 thresholds (those in force in the ledger when it is reachable, else the file's), judged on each
-threshold's basis exactly as an audit would. The recommendation is the passing point with the
-smallest utility loss against no transform (on a tie, the weakest transform), with the command
-that adds it as a new version. Everything measured is synthetic (auxiliary corpus, canaries,
-paraphrases); the record is `frontier.json` and `frontier.html` under
+threshold's basis exactly as an audit would. All kinds share the no-transform baseline. The
+recommendation is the passing point with the smallest utility loss against no transform, across
+kinds (on a tie, the weakest transform of a kind, then the first kind in KINDS' order), with the
+command that adds it as a new version. Everything measured is synthetic (auxiliary corpus,
+canaries, paraphrases); the record is `frontier.json` and `frontier.html` under
 `<artifacts root>/frontier/<deployment>/<run>/`, pruned with the run folders. Nothing is
 written to the ledger.
 """
@@ -24,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -32,7 +40,17 @@ import numpy as np
 from audits.errors import ConfigError
 from audits.results import Score
 from audits.storage import Location
-from monitors.frontier.grid import DEFAULT_PAIRS, KNOBS, MAX_PAIRS, MIN_PAIRS, as_configured, grid, knob, label_of
+from monitors.frontier.grid import (
+    DEFAULT_PAIRS,
+    KNOBS,
+    MAX_PAIRS,
+    MIN_PAIRS,
+    as_configured,
+    grids,
+    kinds_of,
+    knob,
+    label_of,
+)
 from monitors.frontier.recommend import judge, recommend
 from monitors.frontier.render import folder_for, write
 from monitors.frontier.results import BLOCKING, Frontier, FrontierPoint, K, Utility
@@ -51,19 +69,25 @@ SKIPPED_PROBES = {
 
 
 def recall_at_k(queries: np.ndarray, documents: np.ndarray, k: int = K, chunk: int = 1024) -> Utility:
-    """Query i's own document is documents[i]; cosine similarity, ties counted in its favour."""
+    """Query i's own document is documents[i]; cosine similarity. Documents exactly as similar as the
+    own one are ties broken at random, counted by their expectation: with g more similar and t tied,
+    the own document is among the k nearest with probability (k - g) / (t + 1), clipped to [0, 1].
+    (Counted in its favour, a transform whose outputs collapse onto a few values, e.g. spectral
+    keeping one component, would look lossless.)"""
     from audits.metrics import proportion_with_ci
 
     if len(queries) != len(documents) or len(queries) <= k:
         raise ConfigError(f"frontier: recall@{k} needs more than {k} pairs, found {len(queries)}")
     q = _unit(queries)
     d = _unit(documents)
-    hits = 0
+    hits = 0.0
     for start in range(0, len(q), chunk):
         sims = q[start:start + chunk] @ d.T
         own = sims[np.arange(len(sims)), np.arange(start, start + len(sims))]
-        hits += int(((sims > own[:, None]).sum(axis=1) < k).sum())
-    value, low, high = proportion_with_ci(hits, len(q))
+        greater = (sims > own[:, None]).sum(axis=1)
+        tied = (sims == own[:, None]).sum(axis=1) - 1
+        hits += float(np.clip((k - greater) / (tied + 1), 0.0, 1.0).sum())
+    value, low, high = proportion_with_ci(round(hits), len(q))
     return Utility(value, low, high, len(q), len(d), k)
 
 
@@ -106,10 +130,17 @@ def gate_thresholds(config, deployment: str) -> tuple[dict[str, Levels], str]:
     return levels, source
 
 
-def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[float] | None = None,
+Strengths = Sequence[float] | Mapping[str, Sequence[float]]
+
+
+def sweep(config, deployment: str, kind: str | Sequence[str] | None = None, strengths: Strengths | None = None,
           pairs: int = DEFAULT_PAIRS, probes: Sequence[str] | None = None, version: str | None = None,
           run_id: str = "", config_path: str | None = None) -> Frontier:
-    """Measure every point of the grid (and no transform, the utility baseline)."""
+    """Measure every point of every kind's grid (and no transform, the utility baseline).
+
+    `kind`: one kind, several (a list or comma-separated), or `all`; None: the base version's kind
+    when it can be swept, else clip_gaussian. `strengths`: a list (one kind), or per kind a mapping.
+    """
     from audits import corpora
     from audits.audit import Auditor, embed_corpus
     from audits.paraphrase import paraphrase_pairs
@@ -118,7 +149,8 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
     from audits.transforms import describe_guarantee, make_transform
     from monitors import auxiliary_corpus
     from monitors.config import CanaryConfig, uses_production
-    from monitors.deployments import auditor_seed, build_pipeline, run_seed
+    from monitors.deployments import auditor_seed, build_version_encoder, run_seed
+    from monitors.fitted_transforms import Fitter
 
     started = time.perf_counter()
     dep_cfg = config.deployment(deployment)
@@ -126,9 +158,8 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
     if base not in dep_cfg.versions:
         raise ConfigError(f"deployments.{deployment}.versions: no version {base!r}; it has {sorted(dep_cfg.versions)}")
     base_transform = dep_cfg.versions[base].transform.spec()
-    kind = kind or (base_transform["kind"] if base_transform["kind"] in KNOBS else "clip_gaussian")
-    kn = knob(kind)
-    specs = grid(kind, strengths, base_transform)
+    kinds = kinds_of(kind, base_transform["kind"] if base_transform["kind"] in KNOBS else "clip_gaussian")
+    specs = [spec for of_kind in grids(kinds, strengths, base_transform).values() for spec in of_kind]
     if not MIN_PAIRS <= pairs <= MAX_PAIRS:
         raise ConfigError(f"frontier: pairs must be between {MIN_PAIRS} and {MAX_PAIRS}, found {pairs}")
 
@@ -152,7 +183,7 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
     if unjudged:
         notes.append(f"Thresholds not judged by the sweep (not measured here): {', '.join(unjudged)}.")
 
-    encoder = build_pipeline(config, deployment, base).encoder
+    encoder = build_version_encoder(config, deployment, base)   # the base's own transform is not needed
     aux = auxiliary_corpus.public_corpus(config, deployment)
     if uses_production(dep_cfg.auxiliary_corpus):
         notes.append("The attacker's production slice exists only inside audit runs: the sweep trained on the "
@@ -174,13 +205,36 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
     clean_q = cache.encode(encoder, list(pp.queries))
     clean_d = cache.encode(encoder, list(pp.documents))
 
-    measured: list[tuple[dict, float | None, dict[str, Score], dict[str, str], Utility, str, float]] = []
-    for spec in [{"kind": "none"}, *specs]:
-        point_started = time.perf_counter()
+    # Fitted kinds learn from the same public corpus the attacker trains on, through the base's encoder:
+    # the material (its clean encodings come from the embedding cache the Auditor fills) is built on the
+    # first spec that needs it, and each fit is found again when identical. Every point is fitted and
+    # built (and tried on two vectors) before any is measured: a setting the encoder cannot take fails
+    # the sweep at once, naming it.
+    fitter = Fitter(config, deployment, base, encoder)
+    built = []
+    for grid_spec in [{"kind": "none"}, *specs]:
+        label = label_of(grid_spec)
+        fit_started = time.perf_counter()
+        spec = fitter.pin(grid_spec, f"frontier: {label}").spec   # + artifact and sha256 for a fitted kind
         transform = make_transform(as_configured(spec))
+        try:
+            transform.apply(clean_q[:2], np.random.default_rng(0))
+        except ValueError as exc:
+            raise ConfigError(f"frontier: {label}: {exc}") from None
+        built.append((grid_spec, spec, transform, label, time.perf_counter() - fit_started))
+    fitted_kinds = sorted({spec["kind"] for _, spec, *_ in built if spec.get("artifact")}, key=kinds.index)
+    if fitted_kinds:
+        from monitors.fitted_transforms import store
+
+        notes.append(f"Fitted on the auxiliary corpus's public text through {base}'s encoder: "
+                     f"{', '.join(fitted_kinds)}; each point's spec pins its artifact (under "
+                     f"{store(config, deployment)}), so a version made from it applies the transform measured.")
+
+    measured: list[tuple[dict, float | None, dict[str, Score], dict[str, str], Utility, str, float]] = []
+    for grid_spec, spec, transform, label, fit_seconds in built:
+        point_started = time.perf_counter() - fit_seconds
         pipeline = Pipeline(encoder, transform)
-        label = label_of(spec)
-        rng = np.random.default_rng(run_seed(deployment, "frontier", json.dumps(spec, sort_keys=True)))
+        rng = np.random.default_rng(run_seed(deployment, "frontier", json.dumps(grid_spec, sort_keys=True)))
         # Synthetic canaries only, so their clean encodings (and the oracle's) may be cached.
         auditor = Auditor(pipeline, aux, seed=seed, cache_dir=cache_dir, cache_oracle=True)
         targets = {"canaries": embed_corpus(pipeline, canaries, rng, base, prefix="canary-",
@@ -194,8 +248,8 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
             scores.update({s.key: s for s in result.scores})
         utility = recall_at_k(transform.apply(clean_q, rng), transform.apply(clean_d, rng))
         seconds = round(time.perf_counter() - point_started, 2)
-        measured.append((spec, None if spec["kind"] == "none" else spec[kn.param], scores, errors, utility,
-                         describe_guarantee(transform), seconds))
+        measured.append((spec, None if spec["kind"] == "none" else spec[knob(spec["kind"]).param], scores, errors,
+                         utility, describe_guarantee(transform), seconds))
         log.info("frontier %s %s: recall@%d %.3f, %d scores, %d probe errors, %.1f s", deployment, label, K,
                  utility.recall, len(scores), len(errors), seconds)
 
@@ -207,15 +261,16 @@ def sweep(config, deployment: str, kind: str | None = None, strengths: Sequence[
                                     round(baseline_recall - utility.recall, 9), passes, failed, guarantee,
                                     errors, seconds))
     from_version = base if base != dep_cfg.active_version else None
-    recommendation = recommend(points, kind, deployment, list(dep_cfg.versions), from_version, config_path)
+    recommendation = recommend(points, kinds, deployment, list(dep_cfg.versions), from_version, config_path)
     log.info("frontier %s: %d points in %.1f s; %s", deployment, len(points), time.perf_counter() - started,
              recommendation.label or "no recommendation")
-    return Frontier(deployment, base, kind, kn.param, tuple(points), baseline_recall, recommendation, dict(thresholds),
-                    thresholds_source, tuple(wanted), skipped, tuple(notes), run_id,
-                    datetime.now(UTC).isoformat(timespec="seconds"), len(pp), len(canaries))
+    return Frontier(deployment, base, ",".join(kinds), ",".join(knob(k).param for k in kinds), tuple(points),
+                    baseline_recall, recommendation, dict(thresholds), thresholds_source, tuple(wanted), skipped,
+                    tuple(notes), run_id, datetime.now(UTC).isoformat(timespec="seconds"), len(pp), len(canaries),
+                    kinds)
 
 
-def sweep_and_write(deployment: str, kind: str | None = None, strengths: Sequence[float] | None = None,
+def sweep_and_write(deployment: str, kind: str | Sequence[str] | None = None, strengths: Strengths | None = None,
         pairs: int = DEFAULT_PAIRS, run_id: str | None = None, config_path: str | None = None,
         probes: Sequence[str] | None = None, version: str | None = None) -> tuple[Frontier, Location, Location]:
     """Sweep and write the artifacts; returns the frontier and the paths of its JSON and HTML."""

@@ -1,5 +1,6 @@
 """A frontier's record: frontier.json (the data) and frontier.html (charts of utility and leakage
-against strength), and the CLI's plain-text table. Numbers and names only."""
+against strength; with several kinds, first utility against leakage with one curve per kind, then
+each kind's own charts), and the CLI's plain-text table. Numbers and names only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from audits import storage
 from audits.storage import Location
 from monitors.frontier.grid import knob
 from monitors.frontier.results import BLOCKING, Frontier, FrontierPoint, K
-from monitors.reports.charts import strength_chart
+from monitors.reports.charts import strength_chart, tradeoff_chart
 
 
 def folder_for(config, deployment: str, run_id: str) -> Location:
@@ -29,37 +30,68 @@ def write(frontier: Frontier, folder: Location) -> tuple[Location, Location]:
     json_path = folder / "frontier.json"
     storage.write_bytes(json_path, json.dumps(data, indent=2).encode())
     env = Environment(loader=PackageLoader("monitors.reports", "templates"), autoescape=select_autoescape(["html"]))
-    charts = [Markup(c) for c in charts_of(frontier)]
     metrics = sorted({m for p in frontier.points for m in p.scores})
+    if len(frontier.kinds) == 1:
+        charts, groups = [Markup(c) for c in charts_of(frontier)], []
+    else:   # one curve per kind in the utility-leakage plane, then each kind against its own field
+        charts = [Markup(c) for c in tradeoff_charts(frontier)]
+        groups = [{"kind": kind, "param": param, "axis": knob(kind).axis,
+                   "charts": [Markup(c) for c in charts_of(frontier, kind)]}
+                  for kind, param in frontier.params().items()]
     html_path = folder / "frontier.html"
     storage.write_bytes(html_path, env.get_template("frontier.html").render(
-        f=data, charts=charts, metrics=metrics, k=K, axis=knob(frontier.kind).axis).encode())
+        f=data, charts=charts, groups=groups, metrics=metrics, k=K,
+        axis=knob(frontier.kinds[0]).axis if len(frontier.kinds) == 1 else None).encode())
     return json_path, html_path
 
 
-def charts_of(frontier: Frontier) -> list[str]:
-    """Utility, then each gated metric (or, without gates, each probe's first metric), against strength."""
+def shown_metrics(frontier: Frontier) -> list[str]:
+    """The gated metrics of the probes swept, or, without gates, each probe's first metric."""
     from audits.probes import PROBES
 
-    grid_points = frontier.grid
+    gated = [m for m, lv in sorted(frontier.thresholds.items())
+             if m.split(".", 1)[0] in frontier.probes and any(getattr(lv, b) is not None for b in BLOCKING)]
+    return gated or [f"{p}.{next(iter(PROBES[p].metrics))}" for p in frontier.probes if p in PROBES]
+
+
+def charts_of(frontier: Frontier, kind: str | None = None) -> list[str]:
+    """Utility, then each gated metric (or, without gates, each probe's first metric), against strength:
+    of the frontier's one kind, or of `kind` among several."""
+    kind = kind or frontier.kinds[0]
+    grid_points = frontier.points_of(kind)
     strengths = [p.strength for p in grid_points if p.strength is not None]
     log_x = len(strengths) > 1 and min(strengths) > 0 and max(strengths) / min(strengths) >= 10
     baseline = next((p for p in frontier.points if p.baseline), None)
     chosen = frontier.recommendation.label
-    axis = knob(frontier.kind).axis
+    axis = knob(kind).axis
+    prefix = f"{kind}: " if len(frontier.kinds) > 1 else ""
     out = [strength_chart([_xy(p, p.utility.recall, p.utility.ci_low, p.utility.ci_high) for p in grid_points],
-                          title=f"utility: retrieval recall@{K}", x_label=axis, log_x=log_x,
+                          title=f"{prefix}utility: retrieval recall@{K}", x_label=axis, log_x=log_x,
                           reference=baseline.utility.recall if baseline else None, highlight=chosen)]
-    gated = [m for m, lv in sorted(frontier.thresholds.items())
-             if m.split(".", 1)[0] in frontier.probes and any(getattr(lv, b) is not None for b in BLOCKING)]
-    shown = gated or [f"{p}.{next(iter(PROBES[p].metrics))}" for p in frontier.probes if p in PROBES]
-    for metric in shown:
+    for metric in shown_metrics(frontier):
         pts = [_xy(p, s.value, s.ci_low, s.ci_high) for p in grid_points if (s := p.scores.get(metric))]
         ref = baseline.scores.get(metric) if baseline else None
         levels = frontier.thresholds.get(metric)
-        out.append(strength_chart(pts, title=f"leakage: {metric}", x_label=axis, log_x=log_x,
+        out.append(strength_chart(pts, title=f"{prefix}leakage: {metric}", x_label=axis, log_x=log_x,
                                   levels=asdict(levels) if levels else None,
                                   reference=ref.value if ref else None, highlight=chosen))
+    return out
+
+
+def tradeoff_charts(frontier: Frontier) -> list[str]:
+    """Per leakage metric shown: recall@K against it, one curve per kind (its points by strength)."""
+    baseline = next((p for p in frontier.points if p.baseline), None)
+    out = []
+    for metric in shown_metrics(frontier):
+        series = {kind: [{"x": s.value, "y": p.utility.recall, "label": p.label, "passes": p.passes_gates}
+                         for p in frontier.points_of(kind) if (s := p.scores.get(metric))]
+                  for kind in frontier.kinds}
+        ref = baseline.scores.get(metric) if baseline else None
+        levels = frontier.thresholds.get(metric)
+        out.append(tradeoff_chart(series, title=f"utility against leakage: {metric}, one curve per kind",
+                                  x_label=metric, y_label=f"recall@{K}", levels=asdict(levels) if levels else None,
+                                  reference={"x": ref.value, "y": baseline.utility.recall} if ref else None,
+                                  highlight=frontier.recommendation.label))
     return out
 
 

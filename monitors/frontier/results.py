@@ -50,8 +50,13 @@ class FrontierPoint:
     def baseline(self) -> bool:
         return self.strength is None
 
+    @property
+    def kind(self) -> str:
+        """The transform's kind ("none" for the baseline)."""
+        return self.transform.get("kind", "none")
+
     def to_dict(self) -> dict:
-        return {"transform": self.transform, "label": self.label, "strength": self.strength,
+        return {"kind": self.kind, "transform": self.transform, "label": self.label, "strength": self.strength,
                 "scores": {k: s.to_dict() for k, s in self.scores.items()}, "utility": self.utility.to_dict(),
                 "utility_loss": self.utility_loss, "passes_gates": self.passes_gates, "failed": list(self.failed),
                 "guarantee": self.guarantee, "errors": self.errors, "seconds": self.seconds}
@@ -74,6 +79,7 @@ class Recommendation:
     version: str | None = None      # a free version name for it
     command: str | None = None      # `embwarden versions add ...`
     utility_loss: float | None = None
+    kind: str | None = None         # the recommended transform's kind
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,11 +87,15 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class Frontier:
+    """A sweep of one or more kinds. `kind` and `param` name the kind and its swept field, as they
+    always have for one kind; for several, comma-separated in `kinds` order (`kinds` lists them,
+    `params()` maps each to its field)."""
+
     deployment: str
     base_version: str
     kind: str
     param: str
-    points: tuple[FrontierPoint, ...]          # the baseline first, then the grid by strength
+    points: tuple[FrontierPoint, ...]          # the baseline first, then each kind's grid by strength
     baseline_utility: float
     recommendation: Recommendation
     thresholds: dict[str, Levels]
@@ -97,14 +107,28 @@ class Frontier:
     created_at: str = ""
     pairs: int = 0
     canaries: int = 0
+    kinds: tuple[str, ...] = ()                # the kinds swept, in KINDS order (default: `kind` alone)
+
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            object.__setattr__(self, "kinds", tuple(self.kind.split(",")))
 
     @property
     def grid(self) -> tuple[FrontierPoint, ...]:
         return tuple(p for p in self.points if not p.baseline)
 
+    def points_of(self, kind: str) -> tuple[FrontierPoint, ...]:
+        return tuple(p for p in self.grid if p.kind == kind)
+
+    def params(self) -> dict[str, str]:
+        """Each kind's swept field."""
+        return dict(zip(self.kinds, self.param.split(","), strict=True)) if len(self.kinds) > 1 \
+            else {self.kinds[0]: self.param}
+
     def to_dict(self) -> dict:
         return {"deployment": self.deployment, "base_version": self.base_version, "kind": self.kind,
-                "param": self.param, "points": [p.to_dict() for p in self.points],
+                "param": self.param, "kinds": list(self.kinds), "params": self.params(),
+                "points": [p.to_dict() for p in self.points],
                 "baseline_utility": self.baseline_utility, "recommendation": self.recommendation.to_dict(),
                 "thresholds": {m: asdict(lv) for m, lv in self.thresholds.items()},
                 "thresholds_source": self.thresholds_source, "probes": list(self.probes),
@@ -118,4 +142,5 @@ class Frontier:
                    Recommendation(**data["recommendation"]),
                    {m: Levels(**lv) for m, lv in data["thresholds"].items()}, data["thresholds_source"],
                    tuple(data["probes"]), dict(data["skipped"]), tuple(data.get("notes", ())),
-                   data.get("run_id", ""), data.get("created_at", ""), data.get("pairs", 0), data.get("canaries", 0))
+                   data.get("run_id", ""), data.get("created_at", ""), data.get("pairs", 0), data.get("canaries", 0),
+                   tuple(data.get("kinds", ())))

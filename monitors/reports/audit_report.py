@@ -128,13 +128,27 @@ def _privacy(version, scores: list[dict]) -> dict:
     except ConfigError:  # a transform of a newer embwarden: show what the ledger says
         guarantee = None
     audited = {s["metric"].split(".", 1)[1]: s for s in scores if s["probe"] == "dp_audit"}
+    pac = {s["metric"].split(".", 1)[1]: s for s in scores if s["probe"] == "pac_privacy"}
     return {
         "transform": version.transform,
         "guarantee": version.guarantee,
         "composition": guarantee.composition_table() if guarantee else [],
         "claimed_epsilon": guarantee.epsilon if guarantee else None,
         "empirical_epsilon": audited.get("empirical_epsilon"),
+        "pac": _pac(pac),
     }
+
+
+def _pac(scores: dict[str, dict]) -> dict | None:
+    """The pac_privacy bound in the report's terms: bits (95% bound), the cap log2 K, the posterior bound."""
+    import math
+
+    mi, posterior = scores.get("mutual_information_bits"), scores.get("posterior_success")
+    if mi is None or posterior is None or not mi.get("n"):
+        return None
+    cap = math.log2(mi["n"]) if mi["n"] > 1 else 0.0
+    return {"bits": mi["ci_high"], "point": mi["value"], "candidates": mi["n"], "cap": cap,
+            "capped": mi["ci_high"] >= cap - 1e-6, "posterior": posterior["ci_high"], "prior": 1 / mi["n"]}
 
 
 def _level(levels: dict, score) -> str:

@@ -1,6 +1,8 @@
 """Small line charts drawn as inline SVG strings: no scripts, no external files, no plotting library.
 One frame for all: a metric's history (line_chart) and a measure against a transform's strength
-(strength_chart) share the axis, the interval band, the level lines and their margin labels.
+(strength_chart) share the axis, the interval band, the level lines and their margin labels; a
+frontier of several transform kinds also sets utility against leakage, one curve per kind
+(tradeoff_chart).
 
 Every piece of text that goes into the SVG (titles, dates, version names) is escaped with
 `html.escape`; the caller decides whether to mark the result safe for its template.
@@ -235,5 +237,97 @@ def strength_chart(points: Sequence[Mapping], *, title: str, x_label: str, log_x
         else:
             out.append(f'<circle cx="{x(p["x"]):.1f}" cy="{y(p["value"]):.1f}" r="3" fill="{colour}" '
                        f'class="{"pass" if p["passes"] else "fail"}"><title>{tip}</title></circle>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# Colours of the curves of a chart with several series (one per transform kind), in order: none of them
+# a level's (orange, red, purple), so that a curve is never read as a threshold.
+SERIES = ("#2f5597", "#00897b", "#7cb342", "#6d4c41", "#d81b60", "#546e7a", "#9e9d24", "#0288d1", "#8d6e63")
+
+
+def tradeoff_chart(series: Mapping[str, Sequence[Mapping]], *, title: str, x_label: str, y_label: str,
+                   levels: Mapping | None = None, reference: Mapping | None = None, highlight: str | None = None,
+                   width: int = 640, height: int = 230) -> str:
+    """Utility against leakage, one curve per series (a transform kind), so that kinds swept over
+    different fields can be set side by side (for a leakage metric where higher is worse, up and to
+    the left is better).
+
+    series: name -> points {x (leakage), y (utility), label, passes}, each drawn in its order (by
+    strength); `levels` (the leakage metric's warn, gate, rollback) are dashed vertical lines;
+    `reference` {x, y} (no transform) a grey square; the point labelled `highlight` is ringed.
+    """
+    named = {name: [dict(p) for p in pts if math.isfinite(p["x"]) and math.isfinite(p["y"])]
+             for name, pts in series.items()}
+    limits = [(name, float(levels[name])) for name in LEVEL_COLOURS
+              if levels and isinstance(levels.get(name), int | float)]
+    left, right, top, bottom = 48, 132, 24, 40
+    pw, ph = width - left - right, height - top - bottom
+    total = sum(len(pts) for pts in named.values())
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart tradeoff" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}: {total} points">',
+           f'<text x="{left}" y="15" font-size="13" fill="#1d2330" font-weight="600">{escape(title)}</text>']
+    if not total:
+        out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph / 2:.1f}" font-size="12" fill="{MUTED}" '
+                   'text-anchor="middle">not measured</text></svg>')
+        return "".join(out)
+    ref = dict(reference) if reference and math.isfinite(reference["x"]) and math.isfinite(reference["y"]) else None
+    xs = [p["x"] for pts in named.values() for p in pts] + [v for _, v in limits] + ([ref["x"]] if ref else [])
+    ys = [p["y"] for pts in named.values() for p in pts] + ([ref["y"]] if ref else [])
+    x_lo, x_hi = min(xs), max(xs)
+    y_lo, y_hi = min(ys), max(ys)
+    if x_hi - x_lo < 1e-12:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    if y_hi - y_lo < 1e-12:
+        y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+    inset = 6
+
+    def x(v: float) -> float:
+        return left + inset + (v - x_lo) / (x_hi - x_lo) * (pw - 2 * inset)
+
+    def y(v: float) -> float:
+        return top + inset + (y_hi - v) / (y_hi - y_lo) * (ph - 2 * inset)
+
+    _y_axis(out, y_hi, y_lo, y, left, top, pw, ph)
+    for v, anchor in ((x_lo, "start"), (x_hi, "end")):
+        out.append(f'<text x="{x(v):.1f}" y="{top + ph + 13}" font-size="10.5" fill="{MUTED}" '
+                   f'text-anchor="{anchor}">{escape(_fmt(v))}</text>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 29}" font-size="10.5" fill="{MUTED}" '
+               f'text-anchor="middle">{escape(x_label)} · up: {escape(y_label)}</text>')
+    for name, v in limits:
+        out.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + ph}" stroke="{LEVEL_COLOURS[name]}" '
+                   f'stroke-width="1.3" stroke-dasharray="5 4" class="level {name}"><title>{name} {_fmt(v)}</title>'
+                   '</line>')
+    legend: list[tuple[float, str, str]] = []
+    for i, (name, pts) in enumerate(named.items()):
+        colour = SERIES[i % len(SERIES)]
+        if len(pts) > 1:
+            out.append(f'<polyline points="{_coords([(x(p["x"]), y(p["y"])) for p in pts])}" fill="none" '
+                       f'stroke="{colour}" stroke-width="1.6" stroke-linejoin="round" class="series">'
+                       f'<title>{escape(name)}</title></polyline>')
+        legend.append((top + 8 + i * 13, name, colour))
+    if ref:
+        out.append(f'<rect x="{x(ref["x"]) - 3.5:.1f}" y="{y(ref["y"]) - 3.5:.1f}" width="7" height="7" '
+                   f'fill="{MUTED}" class="reference"><title>no transform: {escape(_fmt(ref["x"]))}, '
+                   f'{escape(_fmt(ref["y"]))}</title></rect>')
+    ringed = None
+    for i, (_, pts) in enumerate(named.items()):
+        colour = SERIES[i % len(SERIES)]
+        for p in pts:
+            tip = escape(f'{p["label"]}: {x_label} {_fmt(p["x"])}, {y_label} {_fmt(p["y"])}'
+                         f'{"" if p["passes"] else " · crosses a gate"}')
+            if p["label"] == highlight:
+                ringed = (p, tip)
+                continue
+            fill = colour if p["passes"] else "#fff"
+            out.append(f'<circle cx="{x(p["x"]):.1f}" cy="{y(p["y"]):.1f}" r="3.2" fill="{fill}" stroke="{colour}" '
+                       f'stroke-width="1.4" class="{"pass" if p["passes"] else "fail"}"><title>{tip}</title></circle>')
+    if ringed:
+        p, tip = ringed
+        out.append(f'<circle cx="{x(p["x"]):.1f}" cy="{y(p["y"]):.1f}" r="5.5" fill="#fff" stroke="#1d2330" '
+                   f'stroke-width="2.2" class="recommended"><title>recommended: {tip}</title></circle>')
+    for ly, name, colour in legend:
+        out.append(f'<text x="{left + pw + 8}" y="{ly + 3.5:.1f}" font-size="10.5" fill="{colour}" '
+                   f'class="legend">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)

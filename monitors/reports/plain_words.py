@@ -34,6 +34,12 @@ GLOSSARY: dict[str, str] = {
                                   "bound); above the claimed epsilon means the claim does not hold.",
     "dp_audit.empirical_epsilon_cp": "The same, with exact (Clopper-Pearson) intervals.",
     "dp_audit.epsilon_ratio": "Measured over claimed epsilon: above 1, the stated guarantee is broken.",
+    "pac_privacy.mutual_information_bits": "PAC privacy: at most how many bits one vector reveals about which of K "
+                                           "equally likely secrets (surnames, texts) it came from; log2 K means all. "
+                                           "A bound for any attacker, not one attack, if the noise is the "
+                                           "Gaussian its transform declares (value: the bound at 95%).",
+    "pac_privacy.posterior_success": "PAC privacy: the most any attacker's chance of naming the secret can be after "
+                                     "seeing one vector (a blind guess: 1/K).",
     "repeat_query.f1_gain": "How much more an attacker recovers by asking for the same text many times and "
                             "averaging the answers (fresh noise cancels out).",
     "coverage.embedding": "Whether the attacker knew this kind of text: the share of sampled texts that have a text "
@@ -64,8 +70,9 @@ def meaning(metric: str) -> str:
 
 
 def summary(scores: Mapping[str, float], verdict: str | None, transform: Mapping | None, guarantee: str | None,
-            deployment: str) -> list[str]:
-    """Two to four sentences: what leaks (with the numbers), what protects it, what to do next."""
+            deployment: str, bounds: Mapping[str, tuple[float, int]] | None = None) -> list[str]:
+    """Two to five sentences: what leaks (with the numbers), what bounds it, what protects it, what to do
+    next. `bounds`: metric -> (ci_high, n) of scores that are bounds (pac_privacy's)."""
     found = []
     if (recall := scores.get("bow_inversion.token_recall")) is not None:
         found.append(f"names {recall:.0%} of the content words of a text from its vector alone")
@@ -79,6 +86,13 @@ def summary(scores: Mapping[str, float], verdict: str | None, transform: Mapping
     sentences = []
     if found:
         sentences.append("An attacker who holds these vectors " + "; ".join(found) + ".")
+    if (pac := (bounds or {}).get("pac_privacy.posterior_success")) is not None:
+        bound, k = pac
+        sentences.append(f"Whatever the attack, one vector lets an attacker pick the secret out of {k} equally likely "
+                         f"candidates with probability at most {bound:.0%} (PAC privacy bound at 95%, for the "
+                         f"pipeline's declared Gaussian noise; a blind guess: "
+                         f"{1 / max(k, 1):.0%})" + (": the vectors can give the secret away entirely." if bound >= 1
+                                                    else "."))
     kind = (transform or {}).get("kind", "none")
     if kind == "none":
         sentences.append("This version adds no protection: its vectors are the encoder's output as is.")
@@ -104,6 +118,7 @@ def summary(scores: Mapping[str, float], verdict: str | None, transform: Mapping
 def of_run(run) -> list[str]:
     """`summary` of a ledger AuditRun (its scores on what they were measured, its version's transform)."""
     scores = {s.key: s.value for s in run.scores if "[" not in s.metric}
+    bounds = {s.key: (s.ci_high, s.n) for s in run.scores if s.probe == "pac_privacy"}
     version = run.version
     return summary(scores, run.verdict, version.transform if version else None,
-                   version.guarantee if version else None, run.deployment.name)
+                   version.guarantee if version else None, run.deployment.name, bounds)

@@ -16,7 +16,8 @@ from audits.probes import PROBES, make_probe, metric_ranges
 from audits.probes.base import Auxiliary
 from audits.probes.dp_audit import DpAudit
 from audits.results import Sample
-from audits.transforms import ClipGaussian, Identity, RandomProjection, VonMisesFisher, _clip
+from audits.transforms import ClipGaussian, Identity, RandomProjection, VonMisesFisher
+from audits.transforms.basic import _clip
 
 AUX = corpora.synthetic(10, seed=1)
 SMALL = {"queries": 6000, "threshold_queries": 2000}

@@ -81,6 +81,15 @@ def test_prune_removes_run_folders_past_retention_and_keeps_the_rest(root):
     assert storage.files(root) == []
 
 
+def test_prune_never_deletes_fitted_transforms_which_versions_pin(root):
+    fit = artifacts.transforms_dir(root, "dep") / "spectral-0123.npz"
+    storage.write_bytes(fit, b"a pinned basis")
+    artifacts.write_probe_result(artifacts.run_dir(root, "dep", "dag", "old"), ProbeResult("p", "sample"))
+    assert fit.parent == root / "transforms" / "dep"
+    assert artifacts.prune(root, retention_days=1, now=time.time() + 400 * 86400) == 1   # the run only
+    assert [parts for parts, _ in storage.files(root)] == [("transforms", "dep", "spectral-0123.npz")]
+
+
 def test_the_embedding_cache_reads_what_it_wrote_and_treats_a_broken_entry_as_a_miss(root, encoder):
     cache = EmbeddingCache(root / "cache" / "embeddings")
     texts = ["the parcel arrived late", "my card was charged twice"]

@@ -1,8 +1,10 @@
 """The privacy-utility frontier: recall@10, a real sweep, its report and the privacy_frontier DAG run by
 Airflow (judging and recommending: test_recommend.py)."""
 
+import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +95,56 @@ def test_the_report_has_the_charts_the_table_and_the_command(tmp_path):
     assert "dp_audit skipped" in html and "a note" in html
 
 
+def constructed_two_kinds() -> Frontier:
+    points = [point(None, 0.0, passes=False, f1=0.6), point(100, 0.3, f1=0.3),
+              point(1000, 0.0, passes=False, failed=[f"{F1}: value 0.55 reaches gate 0.5"], f1=0.55),
+              point(4, 0.2, kind="spectral", f1=0.35), point(16, 0.02, kind="spectral", f1=0.45),
+              point(64, 0.0, kind="spectral", passes=False, f1=0.58)]
+    kinds = ("clip_gaussian", "spectral")
+    return Frontier(DEP, "v1", "clip_gaussian,spectral", "epsilon,keep", tuple(points), 1.0,
+                    recommend(points, kinds, DEP, ["v1"]), {F1: Levels(warn=0.45, gate=0.5, rollback=0.55)}, "ledger",
+                    ("bow_inversion",), {}, (), "manual__2", "2026-01-01T00:00:00", 200, 60, kinds)
+
+
+def test_a_frontier_of_two_kinds_groups_its_points_by_kind_one_curve_each(tmp_path):
+    f = constructed_two_kinds()
+    assert f.params() == {"clip_gaussian": "epsilon", "spectral": "keep"}
+    assert [p.label for p in f.points_of("spectral")] == ["spectral keep=4", "spectral keep=16", "spectral keep=64"]
+    json_path, html_path = render.write(f, tmp_path)
+    data = json.loads(json_path.read_text())
+    assert data["kinds"] == ["clip_gaussian", "spectral"] and data["params"]["spectral"] == "keep"
+    assert [p["kind"] for p in data["points"]] == ["none", "clip_gaussian", "clip_gaussian", "spectral", "spectral",
+                                                   "spectral"]
+    assert Frontier.from_dict(data) == f
+    html = html_path.read_text()
+    # One chart in the utility-leakage plane with a curve per kind, then each kind against its own field.
+    tradeoff = html[html.index('class="chart tradeoff"'):]
+    tradeoff = tradeoff[:tradeoff.index("</svg>")]
+    assert tradeoff.count('class="series"') == 2 and tradeoff.count('class="recommended"') == 1
+    assert html.count("<svg") == 1 + 2 * 2
+    assert "spectral: leakage and utility against keep" in html and "clip_gaussian: utility" in html
+    assert html.count('<tr class="kind">') == 3 and str(escape(f.recommendation.command)) in html
+    assert f.recommendation.label == "spectral keep=16"
+    # A single-kind frontier keeps its layout, and a frontier.json written before kinds existed still reads.
+    single = constructed()
+    old = single.to_dict()
+    for key in ("kinds", "params"):
+        del old[key]
+    for p in old["points"]:
+        del p["kind"]
+    assert Frontier.from_dict(old) == single and single.kinds == ("clip_gaussian",)
+    html = render.write(single, tmp_path / "single")[1].read_text()
+    assert "tradeoff" not in html and 'class="kind"' not in html
+
+
+def test_ties_in_similarity_are_broken_at_random_not_counted_as_hits():
+    rng = np.random.default_rng(0)
+    distinct = rng.standard_normal((50, 8))
+    assert measure.recall_at_k(distinct, distinct).recall == 1.0
+    collapsed = np.ones((50, 1))   # every output the same: the own document is one of 50 tied
+    assert measure.recall_at_k(collapsed, collapsed).recall == pytest.approx(10 / 50)
+
+
 def test_the_strength_axis_is_logarithmic_when_the_grid_spans_decades():
     pts = [{"x": x, "label": str(x), "value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "passes": True}
            for x in (10, 100, 1000)]
@@ -164,6 +216,38 @@ def test_a_sweep_measures_each_point_and_recommends_one_that_passes_the_gates(le
     assert "no transform" in out and "Report: " in out
 
 
+def test_a_sweep_of_two_kinds_fits_the_new_one_and_recommends_it_pinned(tmp_path, cache_dir, monkeypatch,
+                                                                      pg_admin_url, capsys):
+    """gaussian_noise (its fits shared with the sweep above) and spectral, fitted for its point; the file's
+    gate at 0.6: no transform fails it, both points pass, spectral keeps more recall."""
+    missing = pg_admin_url.set(database="embwarden_no_such_db").render_as_string(hide_password=False)
+    monkeypatch.setenv("EMBWARDEN_DB_URL", missing)
+    monkeypatch.delenv("AIRFLOW_CONN_EMBWARDEN_DB", raising=False)
+    path = config_file(tmp_path, cache_dir, thresholds={F1: {"warn": 0.45, "gate": 0.6}})
+    capsys.readouterr()
+    assert cli(["frontier", DEP, "--kind", "spectral,gaussian_noise", "--strengths", "gaussian_noise=0.5",
+                "--strengths", "spectral=2", "--pairs", "60", "--config", str(path), "--json"]) == 0
+    f = Frontier.from_dict(json.loads(capsys.readouterr().out))
+    assert f.kinds == ("gaussian_noise", "spectral") and f.kind == "gaussian_noise,spectral"
+    assert [p.label for p in f.points] == ["no transform", "gaussian_noise sigma=0.5", "spectral keep=2"]
+    assert f.thresholds_source.startswith("configuration file") and not f.points[0].passes_gates
+    # The point measured is the fitted transform: its spec pins the artifact, under the artifacts root.
+    spectral = f.points[-1]
+    artifact = Path(spectral.transform["artifact"])
+    assert artifact.parent == tmp_path / "artifacts" / "transforms" / DEP
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == spectral.transform["sha256"]
+    assert spectral.utility.recall > f.points[1].utility.recall and spectral.passes_gates, f.points
+    rec = f.recommendation
+    assert rec.kind == "spectral" and rec.label == "spectral keep=2" and "the best is of kind spectral" in rec.message
+    args = shlex.split(rec.command)
+    assert json.loads(args[args.index("--transform") + 1]) == spectral.transform == rec.transform
+    # The command adds the version as measured: the artifact is verified, not fitted again.
+    assert cli(args[1:]) == 0
+    assert "verified" in capsys.readouterr().out
+    added = load_config(path).deployment(DEP).versions[rec.version].transform
+    assert (added.artifact, added.sha256) == (str(artifact), spectral.transform["sha256"])
+
+
 def test_without_a_ledger_the_file_thresholds_apply_and_skipped_probes_are_named(tmp_path, cache_dir, monkeypatch,
                                                                                 pg_admin_url):
     missing = pg_admin_url.set(database="embwarden_no_such_db").render_as_string(hide_password=False)
@@ -231,12 +315,23 @@ def test_the_frontier_form_refuses_bad_params():
     assert params.validate() == good
     params["strengths"] = None
     assert params.validate()["strengths"] is None
-    for key, value in [("kind", "none"), ("strengths", ["a"]), ("strengths", [-1]), ("strengths", []),
-                       ("pairs", 10), ("deployment", "Support Search")]:
+    # Several kinds: a list (the form's multi-select) or a comma-separated string (the API), strengths per kind.
+    for key, value in [("kind", ["clip_gaussian", "spectral"]), ("kind", "gaussian_noise,spectral"), ("kind", "all"),
+                       ("kind", ["all"]), ("strengths", {"spectral": [4, 16], "vmf": [300]})]:
+        changed = copy.deepcopy(params)
+        changed[key] = value
+        assert changed.validate()[key] == value
+    for key, value in [("kind", "none"), ("kind", ["vmf", "none"]), ("kind", []), ("kind", "vmf,,spectral"),
+                       ("strengths", ["a"]), ("strengths", [-1]), ("strengths", []), ("strengths", {}),
+                       ("strengths", {"nope": [1]}), ("strengths", {"vmf": []}), ("pairs", 10),
+                       ("deployment", "Support Search")]:
         with pytest.raises(ParamValidationError, match=f"param {key}"):
             copy.deepcopy(params)[key] = value
     # The form offers exactly the kinds the sweep knows, within its bounds (the DAG file writes them out).
-    assert dag.params.get_param("kind").schema["enum"] == list(grid.KINDS)
+    kind = dag.params.get_param("kind")
+    assert kind.value == ["clip_gaussian"]
+    assert kind.schema["examples"] == kind.schema["items"]["enum"] == [*grid.KINDS, grid.ALL]
+    assert dag.params.get_param("strengths").schema["propertyNames"]["enum"] == list(grid.KINDS)
     pairs = dag.params.get_param("pairs")
     assert (pairs.value, pairs.schema["minimum"], pairs.schema["maximum"]) == (
         grid.DEFAULT_PAIRS, grid.MIN_PAIRS, grid.MAX_PAIRS)

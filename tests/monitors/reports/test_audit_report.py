@@ -298,3 +298,32 @@ def test_the_guarantee_its_composition_and_the_dp_audit_against_the_claim(ledger
     assert privacy["composition"][-1]["epsilon"] == pytest.approx(claim.guarantee().composed(64)[0], abs=1e-3)
     assert "(epsilon=2, delta=1e-05)-DP per query" in html and 'id="composition"' in html
     assert "the claimed guarantee is not delivered" in html
+
+
+def test_the_pac_bound_stands_beside_the_attacks_in_plain_words(ledger, tmp_path):
+    with session_scope() as session:
+        dep = Deployment(name="support-search")
+        session.add(dep)
+        session.flush()
+        version = Version(deployment_id=dep.id, name="v2", encoder={}, transform={"kind": "none"}, guarantee="none")
+        session.add(version)
+        session.flush()
+        run = AuditRun(dag_id="privacy_audit", run_id="manual__1", deployment_id=dep.id, version_id=version.id,
+                       status="succeeded", verdict="gate", sample_size=120, thresholds={},
+                       started_at=DAY0, finished_at=DAY0)
+        run.scores = [Score(task="probe_pac_privacy", probe="pac_privacy", metric="mutual_information_bits",
+                            value=6.0, ci_low=6.0, ci_high=6.0, n=64, target="canaries"),
+                      Score(task="probe_pac_privacy", probe="pac_privacy", metric="posterior_success",
+                            value=1.0, ci_low=1.0, ci_high=1.0, n=64, target="canaries"),
+                      Score(task="probe_candidate_inversion", probe="candidate_inversion", metric="top1",
+                            value=0.97, ci_low=0.9, ci_high=1.0, n=30, target="canaries")]
+        session.add(run)
+        session.flush()
+        content = audit_report.build(session, run)
+        from monitors.reports.plain_words import of_run
+        sentences = of_run(run)
+    html = audit_report.write(tmp_path, content).read_text()
+    assert content["privacy"]["pac"]["capped"] and content["privacy"]["pac"]["candidates"] == 64
+    assert 'id="pac"' in html and "That is the cap, log2 64 = 6 bits" in html
+    assert any("out of 64 equally likely candidates with probability at most 100%" in s for s in sentences)
+    assert any("picks the true secret" in s and "97%" in s for s in sentences)

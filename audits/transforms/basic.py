@@ -1,4 +1,4 @@
-"""Privacy transforms a deployment applies to its encoder's output before storing or sending it.
+"""The stateless transforms: noise, DP noise, projection, quantisation.
 
 Two of them state a differential-privacy guarantee for one query, w.r.t. any two inputs (the
 sensitivity is that of the clipped inputs, not of the texts an audit happens to try):
@@ -14,30 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
 
 import numpy as np
 
 from audits.dp import Guarantee, analytic_gaussian_sigma
-
-
-class Transform(Protocol):
-    @property
-    def name(self) -> str:
-        """The transform's kind in the configuration (`kind: clip_gaussian`); "none" for Identity."""
-
-    def apply(self, vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Return transformed float32 vectors; randomness comes only from `rng`."""
-
-    def guarantee(self) -> Guarantee | None:
-        """The differential-privacy guarantee this transform states for one query, or None."""
-
-    def output_dimension(self, dimension: int) -> int:
-        """The dimension of its output for inputs of `dimension`."""
-
-    def norm_range(self, dimension: int) -> tuple[float, float]:
-        """The L2 norms its output takes on unit-norm input, wide enough that a real sample of any
-        size stays inside (a missing or changed transform does not): for sample validation."""
+from audits.transforms.base import NoiseModel, Transform
 
 
 @dataclass(frozen=True)
@@ -80,6 +61,9 @@ class GaussianNoise:
     def guarantee(self) -> Guarantee | None:
         return None
 
+    def noise_model(self, dimension: int) -> NoiseModel | None:
+        return NoiseModel(self.sigma**2) if self.sigma > 0 else None
+
     def output_dimension(self, dimension: int) -> int:
         return dimension
 
@@ -92,12 +76,14 @@ class GaussianNoise:
         return float(np.sqrt(max(mean - 6 * sd, 0.0))) * (1 - 1e-3), float(np.sqrt(mean + 6 * sd)) * (1 + 1e-3)
 
 
-def describe_guarantee(transform: Transform) -> str:
-    """The guarantee as stored in the ledger and shown in reports: 'none' when there is none."""
-    guarantee = transform.guarantee()
-    if guarantee is None:
-        return "none"
-    return guarantee.describe() + (" (applied by the embedding API)" if isinstance(transform, AppliedByEncoder) else "")
+def check_dp_fields(kind: str, epsilon: float, delta: float, clip_norm: float) -> None:
+    """The fields of a Gaussian-mechanism kind, with errors naming the field."""
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"{kind}.epsilon must be a finite number > 0, got {epsilon}")
+    if not 0 < delta < 1:
+        raise ValueError(f"{kind}.delta must be in (0, 1), got {delta}")
+    if not (clip_norm > 0 and math.isfinite(clip_norm)):
+        raise ValueError(f"{kind}.clip_norm must be a finite number > 0, got {clip_norm}")
 
 
 def _clip(vectors: np.ndarray, clip_norm: float) -> np.ndarray:
@@ -130,12 +116,7 @@ class ClipGaussian:
     name: str = "clip_gaussian"
 
     def __post_init__(self) -> None:
-        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise ValueError(f"clip_gaussian.epsilon must be a finite number > 0, got {self.epsilon}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"clip_gaussian.delta must be in (0, 1), got {self.delta}")
-        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise ValueError(f"clip_gaussian.clip_norm must be a finite number > 0, got {self.clip_norm}")
+        check_dp_fields(self.name, self.epsilon, self.delta, self.clip_norm)
 
     @property
     def sensitivity(self) -> float:
@@ -151,6 +132,9 @@ class ClipGaussian:
 
     def guarantee(self) -> Guarantee:
         return Guarantee("gaussian", self.epsilon, self.delta, self.sensitivity, self.sigma)
+
+    def noise_model(self, dimension: int) -> NoiseModel:
+        return NoiseModel(self.sigma**2)
 
     def output_dimension(self, dimension: int) -> int:
         return dimension
@@ -306,29 +290,11 @@ class AppliedByEncoder:
     def norm_range(self, dimension: int) -> tuple[float, float]:
         return self.claimed.norm_range(dimension)
 
+    def noise_model(self, dimension: int) -> NoiseModel | None:
+        """None: the API's noise is only a claim about a server embwarden cannot inspect, and the PAC
+        bound rests on its shape and Gaussianity: such a pipeline gets no bound below the cap."""
+        return None
 
-TRANSFORMS: dict[str, type] = {t.name: t for t in (GaussianNoise, ClipGaussian, VonMisesFisher, RandomProjection,
-                                                   Quantize)}
-
-
-def make_transform(spec: dict | None) -> Transform:
-    """A transform from its configuration, `{"kind": "clip_gaussian", "epsilon": 2, ...}`."""
-    from audits.errors import ConfigError
-
-    params = dict(spec or {})
-    kind = params.pop("kind", "none")
-    applied_by = params.pop("applied_by", "embwarden")
-    if applied_by not in ("embwarden", "encoder"):
-        raise ConfigError(f"transform {kind}: applied_by must be 'embwarden' or 'encoder', got {applied_by!r}")
-    if kind == "none":
-        return Identity()
-    if applied_by == "encoder":
-        return AppliedByEncoder(make_transform({"kind": kind, **params}))
-    try:
-        cls = TRANSFORMS[kind]
-    except KeyError:
-        raise ConfigError(f"unknown transform {kind!r}; expected one of {['none', *sorted(TRANSFORMS)]}") from None
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"transform {kind}: {exc}") from None
+    def statement(self) -> str | None:
+        declared = getattr(self.claimed, "statement", None)
+        return declared() if declared else None
