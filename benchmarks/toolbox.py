@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 RECALL_FLOOR = 0.9
 BISECT = 5            # steps between the grid's last failing and first passing setting
 BISECT_FITTED = 2     # for adversarial, whose every setting is a fit of its own
+EXTEND = 4            # steps past the grid's weakest setting (each twice as weak) when none keeps recall
 PAIRS = 500
 BOW = {"epochs": 30}
 CANDIDATES = {"kinds": ["surname", "condition"], "candidates": 100, "max_trials": 30}
@@ -75,7 +76,8 @@ def choose(kind: str, material, store: Path, clean_q, clean_d,
            floor: float = RECALL_FLOOR) -> tuple[dict | None, float, list[tuple[float, float]]]:
     """The strongest setting of `kind` with recall@10 >= `floor`, its recall, and the curve tried.
 
-    The frontier's grid, strongest first, to the first setting that keeps recall; then BISECT steps
+    The frontier's grid, strongest first (then up to EXTEND steps past its weakest setting), to the
+    first setting that keeps recall; then BISECT steps
     between it and the last that did not (geometric for real knobs, whole numbers for integer ones),
     so each defence sits as close to the floor as its knob allows."""
     from audits.transforms import fit_spec, make_transform
@@ -94,6 +96,13 @@ def choose(kind: str, material, store: Path, clean_q, clean_d,
         return fitted, recall
 
     failing = None
+    weakest = ordered[-1]
+    for _ in range(EXTEND):   # past the grid's weakest setting when none keeps recall (real text needs it)
+        step = {**weakest, kn.param: _weaker(kind, weakest[kn.param])}
+        if step[kn.param] == weakest[kn.param]:
+            break
+        ordered.append(step)
+        weakest = step
     for spec in ordered:
         fitted, recall = measure(spec)
         if recall < floor:
@@ -113,6 +122,17 @@ def choose(kind: str, material, store: Path, clean_q, clean_d,
                 failing = trial
         return fitted, recall, sorted(curve)
     return None, curve[-1][1] if curve else 0.0, sorted(curve)
+
+
+def _weaker(kind: str, value: float) -> float:
+    """One step weaker than `value`: twice (or half) it, within what the kind accepts at 384 dimensions."""
+    from monitors.frontier.grid import knob
+
+    kn = knob(kind)
+    if not kn.weaker_when_larger:
+        return value / 2
+    limit = {"spectral": 384, "random_projection": 384, "pac_gaussian": 4096}.get(kind, 1e6)
+    return min(int(value * 2) if kn.integer else value * 2, limit)
 
 
 def attack(spec: dict, aux, targets: dict, cache: Path, seed: int, candidates: bool) -> dict[str, float]:
@@ -264,9 +284,10 @@ def figures(cache: Path, out_dir: Path) -> dict[str, float]:
     real_ratio, real_best = _best_ratio(real)
     demo_base = next(r for r in demo if r.kind == "none").adaptive_f1
     real_base = next(r for r in real if r.kind == "none").adaptive_f1
-    verdict = ("reached" if max(demo_ratio, real_ratio) <= 0.5 else
-               "NOT reached: no defence that keeps recall@10 >= 0.9 halves what the adaptive attacker recovers "
-               "(a negative result, measured)")
+    def verdict_of(ratio: float) -> str:
+        return "reached" if ratio <= 0.5 else ("NOT reached: no defence that keeps retrieval halves what the adaptive "
+                                               "attacker recovers (a negative result, measured)")
+    verdict = f"demo data {verdict_of(demo_ratio)}; real text {verdict_of(real_ratio)}"
     md = ["# Privacy toolbox: each defence at the strongest setting that keeps retrieval", "",
           "`make bench SECTIONS=toolbox` (benchmarks/toolbox.py). Each defence at the strongest setting that keeps "
           "90% of the undefended recall@10 (demo: 500 synthetic paraphrase pairs, floor 0.9; real text: 500 WordNet "
