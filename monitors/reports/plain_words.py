@@ -54,7 +54,7 @@ GLOSSARY: dict[str, str] = {
 STRONG: dict[str, float] = {
     "bow_inversion.token_f1": 0.55, "bow_inversion.secret_recovery": 0.5, "candidate_inversion.top1": 0.5,
     "attribute_inference.advantage": 0.25, "generative_inversion.bleu": 30.0, "generative_inversion.token_f1": 0.5,
-    "dp_audit.epsilon_ratio": 1.0, "repeat_query.f1_gain": 0.1,
+    "dp_audit.epsilon_ratio": 1.0, "repeat_query.f1_gain": 0.1, "pac_privacy.posterior_success": 0.5,
 }
 TARGETS = {"sample": "measured on the audited sample of production vectors",
            "canaries": "measured on canaries: synthetic messages with known secrets, embedded through the live "

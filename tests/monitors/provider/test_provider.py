@@ -98,6 +98,12 @@ def test_the_trigger_fires_when_the_gate_opens_and_fails_fast_when_asked(ledger_
     assert event.payload["status"] == "closed" and "again" in event.payload["gate"]["reason"]
 
 
+def audit_runs() -> int:
+    """Audit runs recorded in the ledger: the candidate's audit is done when one more is there."""
+    with session_scope() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(AuditRun)))
+
+
 def task_states(metadata_url: str) -> dict[str, str]:
     meta = sa.create_engine(metadata_url)
     with meta.connect() as conn:
@@ -148,14 +154,18 @@ def test_the_example_deploy_dag_waits_for_the_gate_then_deploys(ledger_with_depl
         assert "the privacy gate of support-search is closed: v2 leaked; investigating" in out
 
         # 2. The gate is closed and the pipeline waits (deferred, the trigger polls); it reopens; v3 is deployed.
+        audits_before = audit_runs()
         run = dags_test({"version": "v3"})
+        deadline = time.monotonic() + 600   # the candidate's audit first: its time depends on the machine
+        while audit_runs() == audits_before and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(2)
         waited = time.monotonic()
-        time.sleep(20)
+        time.sleep(15)                       # the sensor starts, finds the gate closed and defers
         assert run.poll() is None, "the sensor did not wait for the closed gate"
         set_gate("reopen_gate", "investigated; v2 is not deployed")
         out, _ = run.communicate(timeout=900)
         assert run.returncode == 0, out[-3000:]
-        assert time.monotonic() - waited > 20
+        assert time.monotonic() - waited > 15
         assert "deferring until it opens" in out and "running trigger in line" in out
         states = task_states(metadata_url)
         assert set(states.values()) == {"success"} and len(states) == 4, states
