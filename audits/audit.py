@@ -294,9 +294,12 @@ class Auditor:
             target = fitting
             probe, cached, fit_seconds = self.fitted(name, params)
             started = time.perf_counter()
-            scores = tuple(probe.score(targets[target]))
-            if name in SEGMENTED:
-                scores += segment_scores(probe, targets[target])
+            if name in SEGMENTED:   # predicted once, scored on the whole and on each segment
+                predicted = probe.predict(targets[target].vectors)
+                scores = tuple(probe.score_predicted(targets[target], predicted))
+                scores += segment_scores(probe, targets[target], predicted)
+            else:
+                scores = tuple(probe.score(targets[target]))
             score_seconds = time.perf_counter() - started
         except EmbwardenError as exc:
             log.error("%s failed: %s: %s", name, type(exc).__name__, exc)
@@ -309,14 +312,14 @@ class Auditor:
                            examples=examples)
 
 
-# Probes whose score is cheap to repeat on a subset (no oracle queries, no decoding): they are also
-# scored per segment (TF Privacy's slicing) when the targets carry labels.
+# Probes also scored per segment (TF Privacy's slicing) when the targets carry labels: their
+# predictions are per row (`predict`) and their scores are of predictions (`score_predicted`).
 SEGMENTED = frozenset({"bow_inversion"})
 MIN_SEGMENT = 20
 MAX_SEGMENTS = 12
 
 
-def segment_scores(probe, sample: Sample) -> tuple[Score, ...]:
+def segment_scores(probe, sample: Sample, predicted: list) -> tuple[Score, ...]:
     """The probe's scores on each labelled segment of `sample` with at least MIN_SEGMENT rows, as
     metrics `metric[label]` (`token_f1[medical]`): which kinds of text leak most. Labels beyond the
     MAX_SEGMENTS largest are left out, so a free-text label column cannot flood the ledger."""
@@ -335,7 +338,7 @@ def segment_scores(probe, sample: Sample) -> tuple[Score, ...]:
                         secrets=None if sample.secrets is None else tuple(sample.secrets[i] for i in rows))
         segment = segment_name(label)
         try:
-            scored = probe.score(subset)
+            scored = probe.score_predicted(subset, [predicted[i] for i in rows])
         except EmbwardenError as exc:   # e.g. a segment with no content words: say so, keep the rest
             log.info("%s: segment %s not scored: %s", probe.name, segment, exc)
             continue

@@ -100,7 +100,7 @@ def main() -> int:
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
     runners = {
         "demo": demo_figures,
-        "encoder": lambda: {**encoder_and_probe_figures(), **probes.encoder_throughput_ratio()},
+        "encoder": lambda: {**encoder_and_probe_figures(), **probes.encoder_figures()},
         "strength": lambda: probes.strength(cache, OUT.parent),
         "speed": lambda: probes.audit_10k_cached(cache),
         "first_audit": probes.first_audit,

@@ -5,7 +5,9 @@ applied to the targets (Song & Raghunathan 2020 infer authorship this way). The 
 the targets' label (a label column of the sample, or the canaries' category), or whether the
 text holds a secret of a given kind: `has_condition` asks "does this text mention a medical
 condition?". Metrics: ROC AUC (one-vs-rest, macro-averaged over classes) and `advantage`,
-the classifier's accuracy minus that of always guessing the targets' most common value.
+the classifier's accuracy minus that of always guessing the targets' most common value. The
+AUC's interval is DeLong's (closed form); `bootstrap_resamples` sizes the advantage's below
+audits.metrics.ANALYTIC_FROM targets.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from audits.errors import ProbeError
-from audits.metrics import mean_with_ci, statistic_with_ci
+from audits.metrics import auc_with_ci, mean_with_ci
 from audits.params import Int, Real, parameters
 from audits.probes.base import Auxiliary
 from audits.results import Sample, Score
@@ -71,8 +73,6 @@ class AttributeInference:
         return self
 
     def score(self, sample: Sample) -> list[Score]:
-        from sklearn.metrics import roc_auc_score
-
         if not hasattr(self, "model_"):
             raise ProbeError("attribute_inference.score called before fit")
         y = attribute_values(self.attribute, sample.labels, sample.secrets, "sample")
@@ -88,21 +88,13 @@ class AttributeInference:
             raise ProbeError(f"attribute_inference: all targets have {self.attribute} = {present[0]!r}; "
                              "AUC needs at least two values")
 
-        def auc(rows: np.ndarray) -> float:
-            yr, pr = y[rows], proba[rows]
-            if len(classes) == 2:
-                return float(roc_auc_score(yr == classes[1], pr[:, 1]))
-            # Macro one-vs-rest over the classes present in the targets.
-            return float(np.mean([roc_auc_score(yr == c, pr[:, k]) for k, c in enumerate(classes)
-                                  if 0 < (yr == c).sum() < len(yr)]))
-
         correct = classes[proba.argmax(1)] == y
         values, counts = np.unique(y, return_counts=True)
         majority = values[counts.argmax()]
         # Per target: did the attacker guess right, minus did the majority guess get it right.
         advantage = correct.astype(float) - (y == majority)
         n = len(y)
-        auc_ci = statistic_with_ci(auc, n, seed=self.seed, n_resamples=self.bootstrap_resamples)
+        auc_ci = auc_with_ci(y, proba, classes)
         return [
             Score(self.name, "auc", *auc_ci, n),
             Score(self.name, "advantage", *mean_with_ci(advantage, seed=self.seed + 1,

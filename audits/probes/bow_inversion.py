@@ -255,8 +255,14 @@ class BowInversion(StackedWords):
                 "bow_inversion needs the sample's texts to check what was recovered; "
                 "set source.columns.text for this deployment"
             )
+        return self.score_predicted(sample, self.predict(sample.vectors))
+
+    def score_predicted(self, sample: Sample, predicted: list[set[str]]) -> list[Score]:
+        """Scores of words already predicted for `sample` (one set per row): segments of a sample
+        reuse the whole sample's predictions (audits.audit.segment_scores)."""
+        if sample.texts is None:
+            raise ProbeError("bow_inversion needs the sample's texts to check what was recovered")
         stop = stop_words()
-        predicted = self.predict(sample.vectors)
         rows, recovered = [], []
         for i, (pred, text) in enumerate(zip(predicted, sample.texts, strict=True)):
             actual = content_words(text, stop)

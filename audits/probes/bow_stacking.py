@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,8 +57,13 @@ class StackedWords:
         """The words of each target by the stacker's probabilities (`selection`)."""
         if len(vectors) == 0:
             return []
-        features, pairs = self._candidate_features(vectors)
-        probs = self.stacker_.predict_proba(features)[:, 1]
+        # The stacker's trees run without the GIL: one batch is scored on a second thread while the
+        # next batch's features (NNLS, which holds the GIL) are computed.
+        with ThreadPoolExecutor(1) as pool:
+            parts = [(pairs, pool.submit(self.stacker_.predict_proba, features))
+                     for features, pairs in self._feature_batches(vectors)]
+            pairs = np.concatenate([p for p, _ in parts])
+            probs = np.concatenate([f.result()[:, 1] for _, f in parts])
         if self.selection == "expected_f1":
             return self._expected_f1_sets(probs, pairs, len(vectors))
         return self._stack_sets(probs, pairs, len(vectors), self.stack_threshold_)
@@ -133,12 +139,24 @@ class StackedWords:
         x = np.asarray(x, np.float32)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
 
-    def _candidate_features(self, vectors: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    def _candidate_features(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each target, its candidate words and one feature row per (target, word):
         returns (features, pairs) with pairs[:, 0] the target's row and pairs[:, 1] the word's index."""
-        out_f, out_p = [], []
+        parts = list(self._feature_batches(vectors))
+        return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+
+    def _feature_batches(self, vectors: np.ndarray, batch: int = 512):
+        """(features, pairs) of `_candidate_features`, one batch of targets at a time. Features of
+        a (target, word) are gathered from per-row quantities, never a whole targets x words matrix
+        more than the candidates' choice needs."""
+        from scipy import sparse
+
         n_mlp = len(self.vocabulary_)
         word_vectors = getattr(self, "word_vectors_", None)  # None without an oracle (or pickled before it)
+        if word_vectors is not None:
+            word_vectors32 = word_vectors.astype(np.float32)
+            word_columns = np.ascontiguousarray(word_vectors.T, dtype=np.float64)   # NNLS's type and order
+        neighbour_vectors = self.neighbour_vectors_.astype(np.float32) if self.neighbours else None
         vocab_size = len(self.candidate_words_)
         c = min(self.candidates, vocab_size)
         for start in range(0, len(vectors), batch):
@@ -146,48 +164,47 @@ class StackedWords:
             b = len(raw)
             mlp = np.zeros((b, vocab_size), np.float32)
             mlp[:, :n_mlp] = self._probabilities(raw)
-            columns = {"mlp": mlp, "mlp_rel": mlp / np.maximum(mlp.max(1, keepdims=True), 1e-6)}
             chosen = np.zeros((b, vocab_size), bool)
-            np.put_along_axis(chosen, np.argpartition(-mlp, c - 1, axis=1)[:, :c], True, axis=1)
+            np.put_along_axis(chosen, _top(mlp, c), True, axis=1)
             row_features = {"mlp_sum": mlp[:, :n_mlp].sum(1)}
-            if self.neighbours:
-                k = min(self.neighbours, self.neighbour_vectors_.shape[0])
-                sims = self._unit(raw - self.center_) @ self.neighbour_vectors_.astype(np.float32).T
-                top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            if neighbour_vectors is not None:
+                k = min(self.neighbours, neighbour_vectors.shape[0])
+                sims = self._unit(raw - self.center_) @ neighbour_vectors.T
+                top = _top(sims, k)
                 weights = np.take_along_axis(sims, top, axis=1).clip(min=0)
-                from scipy import sparse
-
                 w = sparse.csr_matrix((weights.ravel(), (np.repeat(np.arange(b), k), top.ravel())),
                                       shape=(b, sims.shape[1]))
                 votes = np.asarray((w @ self.neighbour_words_).todense(), np.float32)
-                columns["knn"] = votes / np.maximum(weights.sum(1, keepdims=True), 1e-6)
-                columns["knn_top1"] = np.asarray(
-                    (sparse.csr_matrix((np.ones(b, np.float32), (np.arange(b), sims.argmax(1))),
-                                       shape=(b, sims.shape[1])) @ self.neighbour_words_).todense(), np.float32)
+                knn = votes / np.maximum(weights.sum(1, keepdims=True), 1e-6)
+                nearest = sparse.csr_matrix((np.ones(b, np.float32), (np.arange(b), sims.argmax(1))),
+                                            shape=(b, sims.shape[1])) @ self.neighbour_words_
                 row_features["nn_sim"] = sims.max(1)
-                chosen |= columns["knn"] > 0
+                chosen |= knn > 0
             if word_vectors is not None:
-                cos = self._unit(raw) @ word_vectors.astype(np.float32).T
+                cos = self._unit(raw) @ word_vectors32.T
                 z = (cos - self.word_cos_mean_) / self.word_cos_std_
-                kth = -np.partition(-z, 9, axis=1)[:, 9:10]
-                columns.update(cos=cos, cos_gap=cos - cos.max(1, keepdims=True), z=z, z_gap=z - kth)
-                np.put_along_axis(chosen, np.argpartition(-z, c - 1, axis=1)[:, :c], True, axis=1)
-                np.put_along_axis(chosen, np.argpartition(-cos, c - 1, axis=1)[:, :c], True, axis=1)
+                kth = _top(z, 10, values=True)[:, 9]
+                np.put_along_axis(chosen, _top(z, c), True, axis=1)
+                np.put_along_axis(chosen, _top(cos, c), True, axis=1)
             r, j = np.nonzero(chosen)
-            feats = [col[r, j] for col in columns.values()]
+            mlp_rj = mlp[r, j]
+            feats = [mlp_rj, mlp_rj / np.maximum(mlp.max(1), 1e-6)[r]]
+            if neighbour_vectors is not None:
+                feats += [knn[r, j], np.asarray(nearest[r, j], np.float32).ravel()]
             if word_vectors is not None:
-                feats.append(self._composition(word_vectors, raw, r, j))
+                cos_rj, z_rj = cos[r, j], z[r, j]
+                feats += [cos_rj, cos_rj - cos.max(1)[r], z_rj, z_rj - kth[r]]
+                feats.append(self._composition(word_columns, raw, r, j))
             feats += [self.candidate_doc_freq_[j], self.candidate_length_[j], (j < n_mlp).astype(np.float32)]
             feats += [v[r] for v in row_features.values()]
-            out_f.append(np.stack(feats, axis=1).astype(np.float32))
-            out_p.append(np.stack([r + start, j], axis=1))
-        return np.concatenate(out_f), np.concatenate(out_p)
+            yield np.stack(feats, axis=1).astype(np.float32), np.stack([r + start, j], axis=1)
 
-    def _composition(self, word_vectors: np.ndarray, raw: np.ndarray, rows: np.ndarray,
+    def _composition(self, word_columns: np.ndarray, raw: np.ndarray, rows: np.ndarray,
                      cols: np.ndarray) -> np.ndarray:
         """Each candidate's weight when the target vector is written as a non-negative sum of its
         candidates' word vectors: a word the others already explain gets little weight (a bag
-        refinement without queries: MiniLM's mean pooling makes a sentence vector roughly such a sum)."""
+        refinement without queries: MiniLM's mean pooling makes a sentence vector roughly such a sum).
+        `word_columns` holds one word vector per column, in float64 and C order: nnls's own, uncopied."""
         from scipy.optimize import nnls
 
         out = np.zeros(len(rows), np.float32)
@@ -197,7 +214,7 @@ class StackedWords:
             part = slice(starts[r], starts[r + 1])
             if part.start < part.stop:
                 try:
-                    out[part] = nnls(word_vectors[cols[part]].astype(np.float64).T, targets[r], maxiter=500)[0]
+                    out[part] = nnls(word_columns[:, cols[part]], targets[r], maxiter=500)[0]
                 except RuntimeError:  # too many iterations: leave this target's weights at zero
                     pass
         return out
@@ -233,3 +250,11 @@ class StackedWords:
                 best, best_f1 = float(threshold), float(f1)
         return best
 
+
+def _top(x: np.ndarray, k: int, values: bool = False) -> np.ndarray:
+    """Per row, the columns of the k largest entries (their values, descending, with `values`):
+    torch's topk, ten times numpy's argpartition on 512 x 20,000 and on both cores."""
+    import torch
+
+    top = torch.topk(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), k, dim=1, sorted=values)
+    return (top.values if values else top.indices).numpy()

@@ -6,8 +6,10 @@ alternatives of the same kind into the text, embeds every variant through the li
 target's vector. Metrics: top-1 and top-5 accuracy (exact binomial intervals) and exposure in
 bits, log2(#candidates) - log2(rank of the truth), averaged (bootstrap interval).
 
-Cost is one embedding per candidate, so trials are subsampled to `max_trials`; `n` says how
-many were scored.
+Cost is one embedding per distinct candidate text, so trials are subsampled to `max_trials`; `n`
+says how many were scored. A trial whose target the pipeline reproduces exactly from its own text
+(a deterministic pipeline) is decided after that one query: its truth has cosine 1, which no
+candidate can beat (by more than DECIDED_WITHIN, far less than any two distinct texts differ).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from audits.probes.base import Auxiliary, Embed
 from audits.results import Sample, Score
 
 log = logging.getLogger(__name__)
+DECIDED_WITHIN = 1e-6
 
 
 class CandidateInversion:
@@ -84,34 +87,52 @@ class CandidateInversion:
         if len(trials) > self.max_trials:
             trials = [trials[j] for j in sorted(rng.choice(len(trials), self.max_trials, replace=False))]
 
-        variants: list[str] = []
-        spans: list[tuple[int, int]] = []
+        alternatives: list[list[str]] = []
         for i, key in trials:
             truth, kind = sample.secrets[i][key], secret_kind(key)
             others = sorted(pools[kind] - {truth})
             if not others:
                 raise ProbeError(f"candidate_inversion: no alternative values of kind {kind!r} to compare against")
             picked = rng.choice(len(others), min(self.candidates - 1, len(others)), replace=False)
-            start = len(variants)
-            variants.append(sample.texts[i])  # the truth first
-            variants.extend(sample.texts[i].replace(truth, others[j]) for j in picked)
-            spans.append((start, len(variants)))
-        vectors = np.asarray(self.embed_(variants), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
-
-        ranks, sizes = [], []
-        for (i, _), (start, end) in zip(trials, spans, strict=True):
-            target = sample.vectors[i] / max(float(np.linalg.norm(sample.vectors[i])), 1e-12)
-            sims = vectors[start:end] @ target
-            ranks.append(1 + int((sims[1:] > sims[0]).sum()))
-            sizes.append(end - start)
+            alternatives.append([sample.texts[i].replace(truth, others[j]) for j in picked])
+        targets = _unit(sample.vectors[[i for i, _ in trials]])
+        # The truths first: a trial whose own text gives back the target's vector (a deterministic
+        # pipeline) is decided, as no candidate's cosine can exceed 1; only the others query their candidates.
+        truth_sims = np.einsum("ij,ij->i", self._embed_distinct([sample.texts[i] for i, _ in trials]), targets)
+        open_trials = [t for t in range(len(trials)) if truth_sims[t] < 1 - DECIDED_WITHIN]
+        is_open = set(open_trials)
+        candidate_vectors = self._embed_distinct([v for t in open_trials for v in alternatives[t]])
+        ranks, sizes, offset = [], [], 0
+        for t in range(len(trials)):
+            size = 1 + len(alternatives[t])
+            beaten_by = 0
+            if t in is_open:
+                sims = candidate_vectors[offset:offset + size - 1] @ targets[t]
+                offset += size - 1
+                beaten_by = int((sims > truth_sims[t]).sum())
+            ranks.append(1 + beaten_by)
+            sizes.append(size)
         ranks_arr, sizes_arr = np.asarray(ranks), np.asarray(sizes)
         n = len(ranks)
         top1 = proportion_with_ci(int((ranks_arr == 1).sum()), n)
         top5 = proportion_with_ci(int((ranks_arr <= 5).sum()), n)
         exposure = mean_with_ci(np.log2(sizes_arr) - np.log2(ranks_arr), seed=self.seed,
                                 n_resamples=self.bootstrap_resamples)
-        log.info("candidate_inversion: %d trials, %d candidates each (median), top-1 %.3f",
-                 n, int(np.median(sizes_arr)), top1[0])
+        log.info("candidate_inversion: %d trials, %d candidates each (median), %d decided by the truth alone, "
+                 "top-1 %.3f", n, int(np.median(sizes_arr)), n - len(open_trials), top1[0])
         return [Score(self.name, "top1", *top1, n), Score(self.name, "top5", *top5, n),
                 Score(self.name, "exposure_bits", *exposure, n)]
+
+    def _embed_distinct(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of `texts` through the oracle, each distinct text queried once (trials built
+        on one template share variants) and all in one call, so the encoder batches across trials."""
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        vectors = np.asarray(self.embed_([str(t) for t in distinct]), dtype=np.float32)
+        return _unit(vectors)[inverse.ravel()]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(min=1e-12)

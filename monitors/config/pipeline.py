@@ -51,6 +51,8 @@ class LocalEncoderConfig(Model):
     model: str = "bundled:all-MiniLM-L6-v2"
     batch_size: Int = Field(default=64, ge=1, le=4096)
     max_length: Int = Field(default=256, ge=8, le=8192)
+    # auto: ONNX Runtime where the model exports (checked to match torch within 1e-4), else torch
+    backend: Literal["auto", "onnx", "torch"] = "auto"
 
 
 class _HttpEncoderConfig(Model):

@@ -52,3 +52,36 @@ def test_needs_an_oracle_and_known_secrets():
         probe.score(Sample(("1",), np.ones((1, 2), np.float32), ("text",), "v", secrets=({"email": "x"},)))
     with pytest.raises(ConfigError, match=r"probes.candidate_inversion.candidates: .* equal to 2 \(found 1\)"):
         make_probe("candidate_inversion", {"candidates": 1})
+
+
+def test_queries_each_distinct_text_once_and_stops_where_the_truth_decides(encoder):
+    """A deterministic pipeline gives a trial's own text back as the target's vector (cosine 1, which
+    no candidate can beat): one query per trial. With noise every candidate is queried, once each,
+    in one batch across trials."""
+    queried: list[list[str]] = []
+
+    def run_counting(transform):
+        pipeline = Pipeline(encoder, transform)
+        rng = np.random.default_rng(5)
+        texts = [m.text for m in TARGETS] * 2        # every target twice: shared variants
+        sample = Sample(tuple(map(str, range(len(texts)))), pipeline.embed(texts, rng), tuple(texts), "v",
+                        secrets=tuple(m.secrets for m in TARGETS) * 2)
+
+        def oracle(batch):
+            queried.append(list(batch))
+            return pipeline.embed(batch, rng)
+
+        aux = Auxiliary(tuple(m.text for m in AUX), np.zeros((len(AUX), 1)),
+                        secrets=tuple(m.secrets for m in AUX), embed=oracle)
+        probe = make_probe("candidate_inversion", {"candidates": 12, "max_trials": 40}, seed=0)
+        return {s.metric: s for s in probe.fit(aux).score(sample)}
+
+    clean = run_counting(Identity())
+    assert len(queried) == 1 and len(queried[0]) == len(set(queried[0])) <= len(TARGETS)
+    assert clean["top1"].value == 1.0 and clean["exposure_bits"].value == pytest.approx(np.log2(12))
+    queried.clear()
+    noisy = run_counting(GaussianNoise(0.05))
+    truths, candidates = queried
+    assert len(truths) == len(set(truths)) and len(candidates) == len(set(candidates))
+    assert len(candidates) > 8 * len(truths)
+    assert noisy["top1"].n == clean["top1"].n

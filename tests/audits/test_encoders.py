@@ -37,3 +37,56 @@ def test_fingerprint_is_stable_and_depends_on_settings(encoder):
     same = LocalEncoder(encoder.model_dir)
     other = LocalEncoder(encoder.model_dir, max_length=64)
     assert same.fingerprint == encoder.fingerprint != other.fingerprint
+
+
+def test_onnx_backend_gives_the_torch_paths_vectors(encoder):
+    """The default backend must not change a vector beyond 1e-4, so an audit of a table torch
+    embedded stays exact; texts of every length (truncated ones too), digits and non-ASCII."""
+    from audits import corpora
+    from audits.onnx_encoder import CHECK_TEXTS
+
+    texts = list(corpora.synthetic(120, seed=11).texts) + [t.upper() for t in CHECK_TEXTS] + ["ok", "é" * 300]
+    onnx = LocalEncoder(encoder.model_dir, backend="onnx")
+    torch = LocalEncoder(encoder.model_dir, backend="torch")
+    ours, reference = onnx.encode(texts), torch.encode(texts)
+    assert onnx.backend_in_use == "onnx" and torch.backend_in_use == "torch"
+    assert ours.shape == reference.shape == (len(texts), 384)
+    assert np.abs(ours - reference).max() <= 1e-4
+    assert onnx.fingerprint == torch.fingerprint   # caches of either's vectors serve both
+
+
+def test_onnx_export_is_kept_checked_and_replaced_when_damaged(encoder, tmp_path, monkeypatch):
+    import json
+
+    from audits import onnx_encoder
+
+    monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(tmp_path / "onnx"))
+    LocalEncoder(encoder.model_dir, backend="onnx").encode(["first use exports"])
+    (folder,) = (tmp_path / "onnx").iterdir()
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["max_abs_diff"] <= onnx_encoder.TOLERANCE and folder.stat().st_mode & 0o077 == 0
+    stamp = (folder / "model.onnx").stat().st_mtime_ns
+    LocalEncoder(encoder.model_dir, backend="onnx").encode(["second use loads"])
+    assert (folder / "model.onnx").stat().st_mtime_ns == stamp
+    with (folder / "model.onnx").open("r+b") as f:   # a truncated or altered file is never run
+        f.truncate(1000)
+    again = LocalEncoder(encoder.model_dir, backend="onnx")
+    np.testing.assert_allclose(again.encode(["damaged"]), encoder.encode(["damaged"]), atol=1e-4)
+    assert json.loads((folder / "meta.json").read_text())["sha256"] == onnx_encoder._sha256(folder / "model.onnx")
+    assert again.backend_in_use == "onnx"
+
+
+def test_auto_backend_falls_back_to_torch_with_a_reason(encoder, tmp_path, monkeypatch, caplog):
+    from audits import onnx_encoder
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(blocker / "onnx"))
+    auto = LocalEncoder(encoder.model_dir)
+    np.testing.assert_allclose(auto.encode(["still works"]), encoder.encode(["still works"]), atol=1e-4)
+    assert auto.backend_in_use == "torch"
+    assert "encoding with torch, not ONNX Runtime" in caplog.text and onnx_encoder.CACHE_ENV in caplog.text
+    with pytest.raises(EncoderError, match="cannot keep an ONNX export"):
+        LocalEncoder(encoder.model_dir, backend="onnx").encode(["asked for onnx"])
+    with pytest.raises(EncoderError, match="encoder.backend"):
+        LocalEncoder(encoder.model_dir, backend="tensorrt")
