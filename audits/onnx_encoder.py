@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from audits.encoders import LocalEncoder
 
 log = logging.getLogger(__name__)
+# ONNX Runtime's Linux builds carry Microsoft's telemetry (1DS): a device id and an event store under
+# ~/.cache/Microsoft, and an uploader. A privacy auditor sends nothing anywhere: off before its import.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 CACHE_ENV = "EMBWARDEN_ONNX_CACHE"
 THREADS_ENV = "EMBWARDEN_ENCODER_THREADS"
@@ -119,7 +122,8 @@ def load(encoder: LocalEncoder) -> OnnxModel:
     folder = cache_root() / f"{encoder.fingerprint}-torch{torch.__version__}-f{EXPORT_FORMAT}"
     export = _read(folder)
     if export is None:
-        shutil.rmtree(folder, ignore_errors=True)   # a damaged export, if any
+        if (folder / "meta.json").is_file():   # damaged: made again (a folder without meta is never there)
+            shutil.rmtree(folder, ignore_errors=True)
         try:
             export = _export(encoder, folder)
         except OSError as exc:   # e.g. a cache folder this user cannot write

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,24 @@ def test_auto_backend_falls_back_to_torch_with_a_reason(encoder, tmp_path, monke
         LocalEncoder(encoder.model_dir, backend="onnx").encode(["asked for onnx"])
     with pytest.raises(EncoderError, match="encoder.backend"):
         LocalEncoder(encoder.model_dir, backend="tensorrt")
+
+
+def test_onnx_runtime_writes_no_telemetry(tmp_path):
+    """ONNX Runtime's Linux builds keep a telemetry device id and event store under ~/.cache/Microsoft
+    unless told not to: a fresh process encoding with the onnx backend leaves nothing in its HOME."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    script = ("from audits.encoders import LocalEncoder, bundled_model_dir\n"
+              "e = LocalEncoder(bundled_model_dir(), backend='onnx'); e.encode(['hello']); print(e.backend_in_use)")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=str(Path(__file__).resolve().parents[2]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "onnx"
+    left = {str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()}
+    assert left and all(p.startswith(".cache/embwarden/onnx/") for p in left), left

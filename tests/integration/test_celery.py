@@ -248,10 +248,14 @@ def test_a_celery_cluster_audits_on_an_object_store_and_survives_a_worker_killed
     digest = object_store.client().get_object(Bucket=bucket, Key=next(k for k in models if k.endswith("digest")))
     assert digest["Body"].read().startswith(b"hmac-sha256:")
 
-    # The workers' own folders: nothing left but Airflow's task logs, and those name no sampled text.
-    leftovers = [p for w in airflow.workers.values() for p in w.rglob("*")
-                 if p.is_file() and not p.is_relative_to(w / "logs")]
+    # The workers' own folders: nothing left but Airflow's task logs, which name no sampled text, and
+    # the encoder's ONNX export (public model weights, made once per worker), and nothing of ONNX
+    # Runtime's telemetry (~/.cache/Microsoft).
+    exports = [w / "home" / ".cache" / "embwarden" / "onnx" for w in airflow.workers.values()]
+    leftovers = [p for w, export in zip(airflow.workers.values(), exports, strict=True) for p in w.rglob("*")
+                 if p.is_file() and not p.is_relative_to(w / "logs") and not p.is_relative_to(export)]
     assert leftovers == []
+    assert {p.name for export in exports for p in export.rglob("*") if p.is_file()} <= {"model.onnx", "meta.json"}
     logs = "".join(p.read_text(errors="replace") for w in airflow.workers.values() for p in (w / "logs").rglob("*")
                    if p.is_file())
     assert logs and not [r["body"] for r in rows if r["body"] in logs]
