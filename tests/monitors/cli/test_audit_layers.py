@@ -52,7 +52,8 @@ def test_the_table_json_and_report_say_which_layer_leaks_most(tmp_path, model_ca
     secrets = {v for s in canaries.secrets for v in s.values() if len(v) > 3}
     for output in (printed, html, out.read_text()):
         assert not any(text in output for text in canaries.texts)
-        assert not any(secret in output for secret in secrets)
+        # Whole tokens: a 4-digit secret ("3914") may sit inside a number of the JSON (0.883914...).
+        assert not [secret for secret in secrets if re.search(rf"(?<!\w){re.escape(secret)}(?!\w)", output)]
 
     # Chosen layers only; `--json -` prints the document instead of the table.
     assert main(["audit", "--layers", "0,6", "--encoder", BUNDLED, "--aux", "synthetic:300", "--targets",
